@@ -1,0 +1,15 @@
+"""MSD-Net (Huang et al., ICLR 2018) in Flax NNX, exposing every exit's classifier input."""
+
+from msdnet_flax import configs
+from msdnet_flax.config import MSDNetConfig
+from msdnet_flax.convert import load_pytorch_checkpoint, read_pytorch_state_dict, to_pytorch_state_dict
+from msdnet_flax.model import MSDNet
+
+__all__ = [
+    "MSDNet",
+    "MSDNetConfig",
+    "configs",
+    "load_pytorch_checkpoint",
+    "read_pytorch_state_dict",
+    "to_pytorch_state_dict",
+]
