@@ -1,0 +1,32 @@
+"""Vanilla gradient saliency (Simonyan et al. 2014)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxcam.input_space._common import Reduction, ScoreFn, input_gradient, reduce_channels
+
+
+def saliency(score_fn: ScoreFn, images: jax.Array, *, reduce: Reduction = "max_abs") -> jax.Array:
+    """Absolute input gradient of each image's score, reduced over colour channels.
+
+    Computes ``|d score_b / d images_b|``; the paper's map is the maximum of that over channels
+    (``reduce="max_abs"``). ``reduce="none"`` returns the per-channel absolute gradient, which is
+    what captum's ``Saliency(...).attribute(x, abs=True)`` returns (NCHW there).
+
+    References:
+        Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks: Visualising Image
+        Classification Models and Saliency Maps", ICLR workshop 2014.
+
+    Args:
+        score_fn: images ``(B, H, W, C)`` -> scores ``(B,)``.
+        images: the images ``(B, H, W, C)``.
+        reduce: channel reduction, see ``reduce_channels``: ``"max_abs"`` (default, the paper),
+            ``"sum_abs"``, or ``"none"`` for ``(B, H, W, C)``. (``"sum"`` of absolute values is
+            the same as ``"sum_abs"`` here.)
+
+    Returns:
+        ``(B, H, W)`` saliency maps, or ``(B, H, W, C)`` for ``reduce="none"``.
+    """
+    return reduce_channels(jnp.abs(input_gradient(score_fn, images)), reduce)
