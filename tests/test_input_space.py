@@ -17,7 +17,7 @@ import torch
 from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 from captum.attr._utils.approximation_methods import approximation_parameters
 from flax import nnx
-from pytorch_grad_cam import AblationCAM, ScoreCAM
+from pytorch_grad_cam import AblationCAM, GuidedBackpropReLUModel, ScoreCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -175,7 +175,7 @@ def flat_score(x: jax.Array, mlp: Callable[[jax.Array], jax.Array]) -> jax.Array
 def test_guided_backprop_rewrites_both_relu_forms_in_nested_jits(rng: np.random.Generator) -> None:
     x = normal(rng, BATCH, 4, 3, IN_CHANNELS)
     n_in = 4 * 3 * IN_CHANNELS
-    # Widths of 16 make a test where no negative gradient meets a live unit vanishingly rare.
+    # Wide layers make it vanishingly rare that guided and plain gradients agree by chance.
     w1, b1 = normal(rng, n_in, 16, scale=0.5), normal(rng, 16, scale=0.3)
     w2, b2 = normal(rng, 16, 16, scale=0.5), normal(rng, 16, scale=0.3)
     v = normal(rng, 16)
@@ -199,6 +199,7 @@ def test_guided_backprop_rewrites_both_relu_forms_in_nested_jits(rng: np.random.
     # Without the bare-max rewrite only the jax.nn.relu layer is guided.
     partly = guided_backprop(score_fn, x, rewrite_maximum=False)
     assert np.max(np.abs(np.asarray(partly) - expected)) > 1e-3
+    assert np.max(np.abs(np.asarray(partly) - np.asarray(plain))) > 1e-3
 
 
 def test_guided_backprop_through_nnx_jit_scan_and_traced_params(rng: np.random.Generator) -> None:
@@ -235,7 +236,7 @@ def test_guided_backprop_through_nnx_jit_scan_and_traced_params(rng: np.random.G
 
     assert_close(explain(state, x), expected)
 
-    # A ReLU inside a lax.scan body (as nnx.scan over stacked layers produces).
+    # ReLUs inside lax.cond and lax.scan bodies (nnx.scan over stacked layers makes the latter).
     w_square = normal(rng, 9, 9)
     b_square = normal(rng, 2, 9, scale=0.3)
     w_in, b_in = layers[0]
@@ -244,7 +245,13 @@ def test_guided_backprop_through_nnx_jit_scan_and_traced_params(rng: np.random.G
         def layer(h: jax.Array, wb: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
             return jax.nn.relu(h @ wb[0] + wb[1]), None
 
-        h = jax.nn.relu(flat @ w_in + b_in)
+        def first_layer(f: jax.Array) -> jax.Array:
+            return jax.nn.relu(f @ w_in + b_in)
+
+        # A data-dependent cond whose taken branch holds a ReLU.
+        h = jax.lax.cond(
+            jnp.all(jnp.isfinite(flat)), first_layer, lambda f: jnp.zeros_like(f @ w_in), flat
+        )
         h, _ = jax.lax.scan(layer, h, (np.stack([w_square, w_square.T]), b_square))
         return h @ v
 
@@ -274,7 +281,13 @@ def test_guided_backprop_matches_captum(twin: dict) -> None:
         to_nchw(twin["images"]), target=twin["targets"].tolist()
     )
     score_fn = jax_score_fn(twin["weights"], twin["targets"])
-    assert_close(guided_backprop(score_fn, twin["images"]), to_nhwc(expected))
+    guided = guided_backprop(score_fn, twin["images"])
+    assert_close(guided, to_nhwc(expected))
+    # pytorch-grad-cam's GuidedBackpropReLUModel: same rule, first image only, HWC.
+    first = GuidedBackpropReLUModel(net, device="cpu")(
+        to_nchw(twin["images"][:1]), target_category=int(twin["targets"][0])
+    )
+    assert_close(guided[0], first)
 
 
 def test_guided_gradcam_is_the_pixelwise_product(rng: np.random.Generator) -> None:
