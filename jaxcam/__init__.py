@@ -1,0 +1,50 @@
+"""jaxcam: class activation maps computed functionally in JAX.
+
+``explain`` taps a layer of any JAX model (Flax NNX, Flax Linen, or a pair of plain functions),
+takes ``jax.vjp`` of the target scores with respect to it, and turns activations and gradients
+into maps in one jitted call; ``explain_exits`` does every exit of a multi-exit network in one
+forward and one backward pass. The math of each method is a pure function in
+:mod:`jaxcam.methods` and :mod:`jaxcam.input_space`.
+"""
+
+from jaxcam import methods, postprocess, targets
+from jaxcam._exits import EXIT_METHODS, explain_exits
+from jaxcam._explain import METHODS, explain
+from jaxcam._sugar import (
+    AblationCAM,
+    BaseCAM,
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from jaxcam.targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+
+__all__ = [
+    "explain",
+    "explain_exits",
+    "METHODS",
+    "EXIT_METHODS",
+    "methods",
+    "input_space",
+    "postprocess",
+    "targets",
+    "ClassifierOutputTarget",
+    "ClassifierOutputSoftmaxTarget",
+    "BaseCAM",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "HiResCAM",
+    "GradCAMElementWise",
+    "LayerCAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "ScoreCAM",
+    "AblationCAM",
+]

@@ -8,10 +8,12 @@ conv OIHW -> HWIO, linear (out, in) -> (in, out). BatchNorm's running statistics
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
@@ -90,6 +92,21 @@ def read_pytorch_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> 
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _abstract_split(config: MSDNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    # Tracing the constructor costs seconds (NNX updates its RNG counter under the trace hundreds
+    # of times), so the shapes are traced once per config; callers get a copy of the state.
+    abstract = nnx.eval_shape(lambda: MSDNet(config, rngs=nnx.Rngs(0)))
+    return nnx.split(abstract)
+
+
+def abstract_split(config: MSDNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    """``nnx.split`` of an abstract ``MSDNet(config)``: its graph and a fresh state whose leaves
+    are ``jax.ShapeDtypeStruct`` (no weights drawn), to fill with ``nnx.replace_by_pure_dict``."""
+    graphdef, state = _abstract_split(config)
+    return graphdef, jax.tree.map(lambda x: x, state)
+
+
 def _mismatch_error(missing: list[str], unexpected: list[str], shapes: list[str]) -> ValueError:
     def part(title: str, items: list[str]) -> str:
         shown = ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
@@ -120,9 +137,8 @@ def load_pytorch_checkpoint(path_or_state_dict: str | os.PathLike | Mapping,
     """
     torch_sd = read_pytorch_state_dict(path_or_state_dict)
     # Build the model abstractly: no initial weights are drawn only to be overwritten.
-    abstract = nnx.eval_shape(lambda: MSDNet(config, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    flat = traverse_util.flatten_dict(state.to_pure_dict())
+    graphdef, state = abstract_split(config)
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
     missing, shapes, new_flat = [], [], {}
     for path, target in flat.items():
         key = _torch_key(path)
@@ -153,7 +169,7 @@ def to_pytorch_state_dict(model: MSDNet, *, as_torch: bool = True) -> dict:
       as_torch: return ``torch.Tensor`` values (with BatchNorm's ``num_batches_tracked``) rather
         than NumPy arrays.
     """
-    flat = traverse_util.flatten_dict(nnx.state(model).to_pure_dict())
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
     out = {_torch_key(p): np.ascontiguousarray(_to_torch_layout(p[-1], np.asarray(v)))
            for p, v in flat.items()}
     if not as_torch:

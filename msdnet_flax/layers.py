@@ -175,7 +175,7 @@ class Stem(nnx.Module):
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
         out = []
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             x = run_sequence(layer, x) if isinstance(layer, nnx.List) else layer(x)
             out.append(x)
         return out
@@ -186,6 +186,9 @@ class MSDNLayer(nnx.Module):
 
     def __init__(self, spec: P.MSDLayerSpec, *, rngs: nnx.Rngs):
         self.discard = spec.discard
+        # Static flags, not isinstance checks, so a layer wrapped by a tool (e.g. jaxcam's tap)
+        # is still called with the right inputs.
+        self.takes_finer = tuple(c.down is not None for c in spec.convs)
         self.layers = nnx.List([
             ConvDownNormal(c, rngs=rngs) if c.down is not None else ConvNormal(c, rngs=rngs)
             for c in spec.convs
@@ -195,7 +198,7 @@ class MSDNLayer(nnx.Module):
         out = []
         for j, layer in enumerate(self.layers):
             same = j + self.discard  # index of output j's own scale among the inputs
-            if isinstance(layer, ConvDownNormal):
+            if self.takes_finer[j]:
                 out.append(layer(xs[same - 1], xs[same]))
             else:
                 out.append(layer(xs[same]))

@@ -12,7 +12,7 @@ from flax import nnx
 
 from msdnet_flax.config import MSDNetConfig
 from msdnet_flax.layers import Classifier, make_layer
-from msdnet_flax.plan import build_plan
+from msdnet_flax.plan import TransitionSpec, build_plan
 
 __all__ = ["MSDNet", "check_images"]
 
@@ -95,6 +95,19 @@ class MSDNet(nnx.Module):
                 xs = layer(xs)
             features.append(xs[-1])
         return features
+
+    def exit_feature_path(self, k: int) -> str:
+        """The module path whose output is exit ``k``'s classifier input (its coarsest scale).
+
+        ``jaxcam.explain(model, x, target_layer=model.exit_feature_path(k), targets=...)`` with
+        a target on exit k's logits explains the same map as ``jaxcam.explain_exits``.
+        """
+        block = build_plan(self.config)[k]
+        j = len(block.layers) - 1
+        last = block.layers[j]
+        if isinstance(last, TransitionSpec):
+            return f"blocks/{k}/{j}/m/{len(last.n_in) - 1}"
+        return f"blocks/{k}/{j}/layers/{len(last.convs) - 1}"
 
     def classify(self, k: int, features: jax.Array) -> jax.Array:
         """Exit ``k``'s logits (B, num_classes) from its classifier input ``features``."""

@@ -1,0 +1,233 @@
+"""How activations and gradients are obtained from each kind of model, without editing it.
+
+An adapter turns a model into a *tapped forward*: ``forward(state, images, edits)`` returns the
+model's output and the outputs of the chosen layers, after applying ``edits[i]`` to layer i's
+output on its way to the rest of the network. ``edit = a -> a + delta`` makes ``d score / d delta``
+the gradient with respect to the activation (one ``jax.vjp``, no parameter gradients);
+``edit = a -> a_new`` evaluates the network above the layer on new activations (Ablation-CAM).
+
+* Flax NNX: the model is split into a static graph and its state; inside the traced function a
+  copy is merged, put in eval mode, and the chosen submodule is swapped for a tapping wrapper.
+* Flax Linen: ``flax.linen.intercept_methods`` intercepts the chosen module's ``__call__``.
+* A pair ``(features_fn, head_fn)`` of plain functions: composition.
+
+The state (parameters, batch statistics) is an argument, not a constant closed over, so a new
+model of the same structure reuses the compiled computation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+__all__ = ["Adapter", "make_adapter", "normalize_layer_path", "LayerPath"]
+
+LayerPath = tuple[str, ...]
+Edit = Callable[[jax.Array], jax.Array]
+
+
+def normalize_layer_path(layer: str | Sequence[Any]) -> LayerPath:
+    """``"a/b/0"`` or ``("a", "b", 0)`` -> ``("a", "b", "0")``."""
+    if isinstance(layer, str):
+        parts = tuple(p for p in layer.split("/") if p)
+    elif isinstance(layer, Sequence):
+        parts = tuple(str(p) for p in layer)
+    else:
+        raise TypeError(f"target_layer must be a '/'-separated path or a tuple of path parts, "
+                        f"got {type(layer).__name__}")
+    if not parts:
+        raise ValueError("target_layer is empty; name a layer by its module path, e.g. 'head'")
+    return parts
+
+
+def _unknown_layer_error(layer: LayerPath, available: Sequence[LayerPath]) -> ValueError:
+    names = ["/".join(p) for p in available if p]
+    shown = "\n  ".join(names[:200]) + ("\n  ..." if len(names) > 200 else "")
+    return ValueError(f"target layer {'/'.join(layer)!r} does not exist in this model. "
+                      f"The layers are ({len(names)}):\n  {shown}")
+
+
+class _TapCalledTwice(RuntimeError):
+    pass
+
+
+class _Recorder:
+    """Collects tapped outputs during one trace; refuses layers that run twice."""
+
+    def __init__(self, layers: Sequence[LayerPath], edits: Sequence[Edit]):
+        self.index = {layer: i for i, layer in enumerate(layers)}
+        self.edits = edits
+        self.outputs: list[Any] = [None] * len(layers)
+
+    def record(self, layer: LayerPath, output: jax.Array) -> jax.Array:
+        i = self.index[layer]
+        if self.outputs[i] is not None:
+            raise _TapCalledTwice(
+                f"layer {'/'.join(layer)!r} runs more than once in one forward pass, so its "
+                "output is not one feature map; choose a layer that runs once")
+        if not isinstance(output, jax.Array):
+            raise TypeError(f"layer {'/'.join(layer)!r} returns {type(output).__name__}, not an "
+                            "array; choose a layer whose output is a single (B, h, w, C) array")
+        self.outputs[i] = output
+        return self.edits[i](output)
+
+    def collected(self) -> list[jax.Array]:
+        for layer, i in self.index.items():
+            if self.outputs[i] is None:
+                raise ValueError(f"layer {'/'.join(layer)!r} exists but was not called in the "
+                                 "forward pass; choose a layer the model uses")
+        return self.outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+    """A model split at some layers. Hashable, so it can be a static argument of ``jax.jit``.
+
+    Attributes:
+      kind: ``'nnx'``, ``'linen'`` or ``'functions'``.
+      layers: the tapped layers' paths.
+      static: what stays fixed: the NNX graph definition, the Linen module, or the function pair.
+    """
+
+    kind: str
+    layers: tuple[LayerPath, ...]
+    static: Any
+
+    def forward(self, state: Any, images: jax.Array, edits: Sequence[Edit] | None = None
+                ) -> tuple[Any, list[jax.Array]]:
+        """The model's output and the tapped layers' outputs (before ``edits``)."""
+        if edits is None:
+            edits = [lambda a: a] * len(self.layers)
+        if self.kind == "functions":
+            features_fn, head_fn = self.static
+            acts = features_fn(images)
+            return head_fn(edits[0](acts)), [acts]
+        recorder = _Recorder(self.layers, edits)
+        if self.kind == "nnx":
+            output = _nnx_forward(self.static, state, images, self.layers, recorder)
+        else:
+            output = _linen_forward(self.static, state, images, recorder)
+        return output, recorder.collected()
+
+
+def _nnx_forward(graphdef: Any, state: Any, images: jax.Array, layers: Sequence[LayerPath],
+                 recorder: _Recorder) -> Any:
+    from flax import nnx
+
+    class Tap(nnx.Module):
+        def __init__(self, inner: nnx.Module, path: LayerPath):
+            self.inner = inner
+            self.path = path
+
+        def __call__(self, *args, **kwargs):
+            return recorder.record(self.path, self.inner(*args, **kwargs))
+
+    model = nnx.merge(graphdef, state)
+    model.eval()  # as pytorch-grad-cam does: explanations use BatchNorm's running statistics
+    for layer in layers:
+        parent = model
+        for part in layer[:-1]:
+            parent = _nnx_child(parent, part)
+        last = layer[-1]
+        if isinstance(parent, nnx.List):
+            parent[int(last)] = Tap(parent[int(last)], layer)
+        elif isinstance(parent, nnx.Dict):
+            parent[last] = Tap(parent[last], layer)
+        else:
+            setattr(parent, last, Tap(getattr(parent, last), layer))
+    return model(images)
+
+
+def _nnx_child(node: Any, part: str) -> Any:
+    from flax import nnx
+
+    if isinstance(node, nnx.List):
+        return node[int(part)]
+    if isinstance(node, nnx.Dict):
+        return node[part]
+    return getattr(node, part)
+
+
+def _linen_forward(module: Any, variables: Any, images: jax.Array, recorder: _Recorder) -> Any:
+    import flax.linen as nn
+
+    def interceptor(next_fun, args, kwargs, context):
+        output = next_fun(*args, **kwargs)
+        path = tuple(context.module.path)
+        if context.method_name == "__call__" and path in recorder.index:
+            return recorder.record(path, output)
+        return output
+
+    with nn.intercept_methods(interceptor):
+        return module.apply(variables, images)
+
+
+def nnx_layer_paths(model: Any) -> list[LayerPath]:
+    """Every submodule path of an NNX model, in graph order."""
+    from flax import nnx
+
+    return [tuple(str(p) for p in path) for path, node in nnx.iter_graph(model)
+            if isinstance(node, nnx.Module) and not isinstance(node, (nnx.List, nnx.Dict))
+            and path]
+
+
+def linen_layer_paths(module: Any, variables: Any, images: jax.Array) -> list[LayerPath]:
+    """Every submodule path a Linen module calls on ``images`` (found by abstract evaluation)."""
+    import flax.linen as nn
+
+    paths: list[LayerPath] = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        path = tuple(context.module.path)
+        if context.method_name == "__call__" and path and path not in paths:
+            paths.append(path)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda v, x: module.apply(v, x), variables, images)
+    return paths
+
+
+def make_adapter(model: Any, layers: Sequence[LayerPath], variables: Any,
+                 images: jax.Array) -> tuple[Adapter, Any]:
+    """The adapter for ``model`` tapping ``layers``, and the state to pass to its forward.
+
+    Raises:
+      ValueError: a layer that does not exist (the message lists the ones that do), a Linen
+        module without ``variables``, or a model of an unsupported kind.
+    """
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is a dependency
+        nnx = None
+    import flax.linen as nn
+
+    if nnx is not None and isinstance(model, nnx.Module):
+        available = nnx_layer_paths(model)
+        for layer in layers:
+            if layer not in available:
+                raise _unknown_layer_error(layer, available)
+        graphdef, state = nnx.split(model)
+        return Adapter("nnx", tuple(layers), graphdef), state
+    if isinstance(model, nn.Module):
+        if variables is None:
+            raise ValueError("a Flax Linen model needs its variables: pass "
+                             "variables={'params': ..., 'batch_stats': ...} (what model.init "
+                             "returned, or your trained state)")
+        available = linen_layer_paths(model, variables, images)
+        for layer in layers:
+            if layer not in available:
+                raise _unknown_layer_error(layer, available)
+        return Adapter("linen", tuple(layers), model), variables
+    if (isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model)):
+        if len(layers) > 1:
+            raise ValueError("a (features_fn, head_fn) model has one tap point, the output of "
+                             "features_fn; pass target_layer=None")
+        return Adapter("functions", (("features",),), tuple(model)), None
+    raise TypeError(
+        f"cannot explain a {type(model).__name__}: expected a flax.nnx.Module, a "
+        "flax.linen.Module (with variables=...), or a pair (features_fn, head_fn) of functions "
+        "where head_fn(features_fn(images)) is the model output")

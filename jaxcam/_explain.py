@@ -1,0 +1,257 @@
+"""``jaxcam.explain``: one jitted function from images to class activation maps.
+
+The pipeline -- forward with the layer tapped, ``jax.vjp`` of the target scores with respect to
+the tapped activations (never the parameters), the method's weighting, ReLU, normalisation and
+resize -- is traced once per (model structure, layer, method, options, input shape) and cached by
+``jax.jit`` itself; a second call with new data of the same shape does not retrace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import importlib
+from jaxcam._adapters import Adapter, LayerPath, make_adapter, normalize_layer_path
+from jaxcam._arrays import as_jax
+from jaxcam.methods import ACTIVATION_GRADIENT_METHODS, ACTIVATION_ONLY
+from jaxcam.postprocess import minmax_normalize, resize_bilinear
+from jaxcam.targets import TargetSpec, check_target_range, prepare_targets, target_scores
+
+__all__ = ["explain", "METHODS", "Options", "check_images", "finish_maps"]
+
+SCORE_METHODS = ("scorecam", "ablationcam")
+INPUT_METHODS = ("saliency", "guidedbackprop", "guidedgradcam", "smoothgrad",
+                 "integratedgradients")
+METHODS: tuple[str, ...] = (*ACTIVATION_GRADIENT_METHODS, *SCORE_METHODS, *INPUT_METHODS)
+_NEEDS_LAYER = (*ACTIVATION_GRADIENT_METHODS, *SCORE_METHODS, "guidedgradcam")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Everything static about one explanation (hashable: a ``jax.jit`` static argument)."""
+
+    method: str
+    relu: bool = True
+    normalize: bool = True
+    resize: bool = True
+    eigen_smooth: bool = False
+    aug_smooth: bool = False
+    method_options: tuple[tuple[str, Any], ...] = ()
+    output_index: int | None = None
+
+    def select(self, output: Any) -> Any:
+        """The part of the model output that targets refer to."""
+        return output if self.output_index is None else output[self.output_index]
+
+
+def check_images(images: Any) -> jax.Array:
+    """(B, H, W, C) float images as a jax.Array, or a clear error."""
+    images = as_jax(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, H, W, C) NHWC, rank 4; got shape {images.shape}"
+                         + (" (add a batch axis: images[None])" if images.ndim == 3 else ""))
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B = 0); pass at least one image")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(f"images must be floating point (normalised as the model expects), "
+                        f"got {images.dtype}")
+    return images
+
+
+def check_method(method: str) -> str:
+    name = method.lower().replace("-", "").replace("_", "")
+    if name not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    return name
+
+
+def finish_maps(raw_per_layer: Sequence[jax.Array], out_size: tuple[int, int],
+                opts: Options) -> jax.Array:
+    """pytorch-grad-cam's post-processing of (B, h, w) raw maps, one per tapped layer.
+
+    Per layer: ReLU, min-max to [0, 1] (epsilon 1e-7), bilinear resize to the input size; then
+    across layers: ReLU, mean, min-max again (pytorch-grad-cam's ``aggregate_multi_layers``).
+    """
+    maps = []
+    for raw in raw_per_layer:
+        cam = raw.astype(jnp.float32)
+        if opts.relu:
+            cam = jax.nn.relu(cam)
+        if opts.normalize:
+            cam = minmax_normalize(cam)
+        if opts.resize:
+            cam = resize_bilinear(cam, out_size)
+        maps.append(cam)
+    if len({m.shape for m in maps}) > 1:
+        raise ValueError("target layers give maps of different sizes "
+                         f"{[m.shape[1:] for m in maps]}; use resize=True to combine them")
+    if opts.relu:
+        maps = [jax.nn.relu(m) for m in maps]
+    cam = jnp.mean(jnp.stack(maps), axis=0)
+    return minmax_normalize(cam) if opts.normalize else cam
+
+
+def _reduce_channels(attr: jax.Array, opts: Options) -> jax.Array:
+    """(B, H, W, C) input-space attributions -> (B, H, W) maps: max |a| over channels."""
+    cam = jnp.max(jnp.abs(attr), axis=-1).astype(jnp.float32)
+    return minmax_normalize(cam) if opts.normalize else cam
+
+
+def _layer_maps(adapter: Adapter, opts: Options, spec: TargetSpec, state: Any, x: jax.Array,
+                classes: jax.Array | None, key: jax.Array) -> tuple[jax.Array, Any]:
+    """(B, H, W) maps for one batch of (possibly augmented) images, and the model output."""
+    out_size = x.shape[1:3]
+    method, options = opts.method, dict(opts.method_options)
+    input_space = importlib.import_module("jaxcam.input_space")
+
+    def scores(output: Any, cls: jax.Array | None) -> jax.Array:
+        return target_scores(spec, opts.select(output), cls)
+
+    if method in ACTIVATION_GRADIENT_METHODS and method not in ACTIVATION_ONLY:
+        shapes = jax.eval_shape(lambda: adapter.forward(state, x)[1])
+        deltas = [jnp.zeros(s.shape, s.dtype) for s in shapes]
+
+        def total_score(deltas: list[jax.Array]):
+            edits = [lambda a, d=d: a + d for d in deltas]
+            output, acts = adapter.forward(state, x, edits)
+            return jnp.sum(scores(output, classes)), (acts, output)
+
+        grads, (acts, output) = jax.grad(total_score, has_aux=True)(deltas)
+        raw = [ACTIVATION_GRADIENT_METHODS[method](a, g, eigen_smooth=opts.eigen_smooth)
+               for a, g in zip(acts, grads, strict=True)]
+        return finish_maps(raw, out_size, opts), output
+
+    output, acts = adapter.forward(state, x)
+    # Score-based methods score perturbed inputs for the class chosen on the original image.
+    fixed = spec if spec.kind == "callable" else TargetSpec("index")
+    fixed_classes = classes if spec.kind != "argmax" else jnp.argmax(opts.select(output), -1)
+
+    def score_images(images: jax.Array) -> jax.Array:
+        return target_scores(fixed, opts.select(adapter.forward(state, images)[0]), fixed_classes)
+
+    if method in ACTIVATION_ONLY:
+        raw = [ACTIVATION_GRADIENT_METHODS[method](a, None, eigen_smooth=opts.eigen_smooth)
+               for a in acts]
+        return finish_maps(raw, out_size, opts), output
+    if method == "scorecam":
+        raw = [input_space.scorecam(x, a, score_images, **options) for a in acts]
+        return finish_maps(raw, out_size, opts), output
+    if method == "ablationcam":
+        raw = []
+        for i, a in enumerate(acts):
+            def head_score(new: jax.Array, i: int = i) -> jax.Array:
+                edits = [lambda old: old] * len(acts)
+                edits[i] = lambda old: new
+                output = opts.select(adapter.forward(state, x, edits)[0])
+                return target_scores(fixed, output, fixed_classes)
+
+            raw.append(input_space.ablationcam(a, head_score, **options))
+        return finish_maps(raw, out_size, opts), output
+    if method == "saliency":
+        attr = jax.grad(lambda im: jnp.sum(score_images(im)))(x)
+        return _reduce_channels(attr, opts), output
+    if method == "smoothgrad":
+        attr = input_space.smoothgrad(score_images, x, key=key, **options)
+        return _reduce_channels(attr, opts), output
+    if method == "integratedgradients":
+        attr = input_space.integrated_gradients(score_images, x, **options)
+        return _reduce_channels(attr, opts), output
+    # guidedbackprop / guidedgradcam
+    guided = input_space.guided_backprop(score_images, x)
+    if method == "guidedbackprop":
+        return _reduce_channels(guided, opts), output
+    cam_opts = dataclasses.replace(opts, method="gradcam")
+    cam, _ = _layer_maps(adapter, cam_opts, spec, state, x, classes, key)
+    return _reduce_channels(input_space.guided_gradcam(guided, cam), opts), output
+
+
+# pytorch-grad-cam's aug_smooth: ttach's HorizontalFlip x Multiply([0.9, 1, 1.1]).
+_AUG_FLIPS = (False, False, False, True, True, True)
+_AUG_FACTORS = (0.9, 1.0, 1.1, 0.9, 1.0, 1.1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _explain_jit(adapter: Adapter, opts: Options, spec: TargetSpec, state: Any,
+                 images: jax.Array, classes: jax.Array | None, key: jax.Array):
+    finite = jnp.all(jnp.isfinite(images))
+    if not opts.aug_smooth:
+        maps, output = _layer_maps(adapter, opts, spec, state, images, classes, key)
+    else:
+        plain = dataclasses.replace(opts, aug_smooth=False)
+        augmented = []
+        for flip, factor in zip(_AUG_FLIPS, _AUG_FACTORS, strict=True):
+            x = images * factor
+            x = x[:, :, ::-1] if flip else x
+            m, output = _layer_maps(adapter, plain, spec, state, x, classes, key)
+            augmented.append(m[:, :, ::-1] if flip else m)
+        maps = jnp.mean(jnp.stack(augmented), axis=0)
+    return maps, finite, jax.tree.leaves(opts.select(output))[0].shape[-1]
+
+
+def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any = None,
+            method: str = "gradcam", variables: Any = None, relu: bool = True,
+            normalize: bool = True, resize: bool = True, eigen_smooth: bool = False,
+            aug_smooth: bool = False, key: jax.Array | None = None,
+            check_finite: bool = True, output_index: int | None = None,
+            **method_options: Any) -> jax.Array:
+    """Class activation maps of a batch of images, computed in one jitted call.
+
+    Args:
+      model: a ``flax.nnx.Module``; a ``flax.linen.Module`` (with ``variables``, applied as
+        ``model.apply(variables, images)``); or a pair ``(features_fn, head_fn)`` of functions
+        with ``head_fn(features_fn(images))`` the model output.
+      images: (B, H, W, C) NHWC floating-point images (any float dtype; maps are float32).
+      target_layer: the module path, '/'-separated (``"blocks/3"``) or a tuple of parts; a list
+        of them aggregates several layers as pytorch-grad-cam does. Its output is the feature
+        map. Not needed for a function pair or the input-space methods.
+      targets: None (each image's top class), an int, an int array (B,), or a callable mapping
+        the model output to (B,) scores.
+      method: one of :data:`METHODS` (pytorch-grad-cam's class names in lower case, plus the
+        input-space methods).
+      variables: a Linen model's variables.
+      relu, normalize, resize: pytorch-grad-cam's post-processing steps; turn off for raw maps.
+      eigen_smooth: project the weighted activations on their first principal component.
+      aug_smooth: average the maps over horizontal flips and brightness 0.9/1/1.1.
+      key: PRNG key for SmoothGrad's noise (default ``jax.random.key(0)``).
+      check_finite: raise if the images hold NaN or inf (costs one scalar device sync).
+      output_index: for a model returning a list or tuple (e.g. one logits array per exit),
+        which element the targets refer to.
+      **method_options: passed to the method (e.g. ``batch_size`` for ScoreCAM/AblationCAM,
+        ``steps`` for Integrated Gradients, ``n_samples`` for SmoothGrad).
+
+    Returns:
+      (B, H, W) float32 maps, each in [0, 1] when ``normalize`` (an all-zero map stays zero).
+    """
+    images = check_images(images)
+    name = check_method(method)
+    if target_layer is None:
+        layers: list[LayerPath] = []
+        if name in _NEEDS_LAYER and not isinstance(model, tuple):
+            raise ValueError(f"method {name!r} needs target_layer: the module path of the "
+                             "feature map to explain (e.g. target_layer='blocks/3')")
+    elif isinstance(target_layer, list):
+        layers = [normalize_layer_path(layer) for layer in target_layer]
+    else:
+        layers = [normalize_layer_path(target_layer)]
+    if name == "guidedbackprop" or name in ("saliency", "smoothgrad", "integratedgradients"):
+        layers = [] if not isinstance(model, tuple) else layers
+    adapter, state = make_adapter(model, layers, variables, images)
+    spec, classes = prepare_targets(targets, images.shape[0])
+    opts = Options(method=name, relu=relu, normalize=normalize, resize=resize,
+                   eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+                   method_options=tuple(sorted(method_options.items())),
+                   output_index=output_index)
+    if key is None:
+        key = jax.random.key(0)
+    maps, finite, num_classes = _explain_jit(adapter, opts, spec, state, images, classes, key)
+    check_target_range(classes, int(num_classes))
+    if check_finite and not bool(finite):
+        raise ValueError("images contain NaN or infinite values; explanations of them would "
+                         "be NaN. Clean the input (e.g. jnp.nan_to_num) first")
+    return maps

@@ -1,0 +1,124 @@
+"""What is explained: turning a model output into one score per image.
+
+``targets`` may be None (each image's top class), an int (one class for every image), an int
+array of shape (B,), or a callable mapping the whole batch output to (B,) scores. The classes
+below mirror pytorch-grad-cam's ``ClassifierOutputTarget`` family for people switching, but are
+batched: they take the (B, num_classes) output, not one row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "ClassifierOutputTarget",
+    "ClassifierOutputSoftmaxTarget",
+    "TargetSpec",
+    "prepare_targets",
+    "target_scores",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierOutputTarget:
+    """The logit of ``category`` (pytorch-grad-cam's ``ClassifierOutputTarget``, batched)."""
+
+    category: int
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        return output[:, self.category]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierOutputSoftmaxTarget:
+    """The softmax probability of ``category``."""
+
+    category: int
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        return jax.nn.softmax(output, axis=-1)[:, self.category]
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """The static part of a target choice: 'argmax', 'index' (classes passed as an array) or
+    a callable. Hashable, so it can be a static argument of ``jax.jit``."""
+
+    kind: str
+    fn: Callable[[Any], jax.Array] | None = None
+
+
+def prepare_targets(targets: Any, batch: int) -> tuple[TargetSpec, jax.Array | None]:
+    """Split ``targets`` into a static spec and a (B,) int32 array of classes (or None).
+
+    Raises:
+      ValueError: a class array of the wrong shape or negative class indices.
+      TypeError: anything else that is not a valid target.
+    """
+    if targets is None:
+        return TargetSpec("argmax"), None
+    if callable(targets):
+        return TargetSpec("callable", targets), None
+    if isinstance(targets, (list, tuple)) and targets and all(callable(t) for t in targets):
+        if len(targets) != batch:
+            raise ValueError(f"got {len(targets)} per-image targets for a batch of {batch}")
+        if all(isinstance(t, ClassifierOutputTarget) for t in targets):
+            targets = [t.category for t in targets]
+        else:
+            raise TypeError("a list of per-image callables is only supported for "
+                            "ClassifierOutputTarget; pass one batched callable instead")
+    if isinstance(targets, (bool, np.bool_)):
+        raise TypeError("targets must be class indices, not a bool")
+    if isinstance(targets, (int, np.integer)):
+        classes = np.full((batch,), int(targets))
+    else:
+        classes = targets
+        if isinstance(classes, (list, tuple)):
+            classes = np.asarray(classes)
+        if not hasattr(classes, "dtype") or not jnp.issubdtype(classes.dtype, jnp.integer):
+            raise TypeError(f"targets must be None, an int, an int array of shape ({batch},) or "
+                            f"a callable; got {type(targets).__name__}"
+                            + (f" of dtype {classes.dtype}" if hasattr(classes, "dtype") else ""))
+        if tuple(classes.shape) != (batch,):
+            raise ValueError(f"targets has shape {tuple(classes.shape)}; expected ({batch},), "
+                             "one class per image")
+    if isinstance(classes, np.ndarray) and classes.size and classes.min() < 0:
+        raise ValueError(f"target class {int(classes.min())} is negative")
+    return TargetSpec("index"), jnp.asarray(classes, dtype=jnp.int32)
+
+
+def check_target_range(classes: jax.Array | None, num_classes: int) -> None:
+    """Raise if any requested class is outside ``[0, num_classes)``."""
+    if classes is None:
+        return
+    host = np.asarray(classes)
+    bad = host[(host < 0) | (host >= num_classes)]
+    if bad.size:
+        raise ValueError(f"target class {int(bad[0])} is out of range: the model has "
+                         f"{num_classes} classes (0..{num_classes - 1})")
+
+
+def target_scores(spec: TargetSpec, output: Any, classes: jax.Array | None) -> jax.Array:
+    """(B,) scores of ``output`` for the chosen targets."""
+    if spec.kind == "callable":
+        scores = spec.fn(output)
+        if not hasattr(scores, "ndim") or scores.ndim != 1:
+            raise ValueError("a targets callable must map the model output to one score per "
+                             f"image (B,), got shape {getattr(scores, 'shape', None)}")
+        return scores
+    if not isinstance(output, jax.Array) or output.ndim != 2:
+        raise ValueError(
+            "the model output is "
+            + (f"an array of shape {output.shape}" if isinstance(output, jax.Array)
+               else f"a {type(output).__name__}")
+            + ", not (B, num_classes) logits; pass targets=a callable mapping the output to "
+              "(B,) scores (e.g. lambda out: out[-1][:, 3])")
+    if spec.kind == "argmax":
+        classes = jnp.argmax(output, axis=-1)
+    return jnp.take_along_axis(output, classes[:, None].astype(jnp.int32), axis=-1)[:, 0]

@@ -1,0 +1,168 @@
+"""jaxcam on the Flax MSD-Net vs pytorch-grad-cam and captum on its PyTorch twin (same weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import LayerGradCam
+from pytorch_grad_cam import (
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+from twins import ExitModel, make_twins, module_at, nchw
+
+import jaxcam
+from jaxcam.methods import gradcam
+from msdnet_flax import MSDNetConfig, configs
+
+PGC = {
+    "gradcam": GradCAM,
+    "hirescam": HiResCAM,
+    "gradcamelementwise": GradCAMElementWise,
+    "layercam": LayerCAM,
+    "gradcamplusplus": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "scorecam": ScoreCAM,
+    "ablationcam": AblationCAM,
+}
+TOLERANCE = {"gradcamplusplus": 1e-3, "xgradcam": 1e-3}
+
+# A small MSD-Net (4 exits, both pruning transitions) keeps compilation short; the full
+# cifar10_anytime network is checked once below. Two places are explained: exit 2 at its
+# classifier input (8x8), and exit 3 at a 16x16 layer inside block 1, whose gradient comes
+# through the rest of the backbone and varies across positions.
+SMALL = MSDNetConfig(data="cifar", num_classes=10, n_blocks=4, n_channels=8, base=2, step=2,
+                     growth_rate=6)
+EXIT = 2
+INNER_LAYER, INNER_EXIT = "blocks/1/0/layers/1", 3
+
+
+@pytest.fixture(scope="module")
+def twins():
+    return make_twins(SMALL, np.random.default_rng())
+
+
+def _pgc_maps(twin, cls, layer_path, exit_index, x, classes, **kwargs):
+    model = ExitModel(twin, exit_index)
+    cam = cls(model=model, target_layers=[module_at(twin, layer_path)], **kwargs)
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    return cam(input_tensor=nchw(x), targets=targets)
+
+
+def _jax_maps(flax_model, method, layer_path, exit_index, x, classes, **kwargs):
+    return np.asarray(jaxcam.explain(flax_model, x, target_layer=layer_path, method=method,
+                                     targets=classes, output_index=exit_index, **kwargs))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "gradcamelementwise", "layercam",
+                                    "gradcamplusplus", "xgradcam"])
+@pytest.mark.parametrize("where", ["exit_input", "inner"])
+def test_gradient_methods_match_pytorch_grad_cam(twins, rng, method, where):
+    twin, flax_model = twins
+    if where == "exit_input":
+        layer, exit_index = flax_model.exit_feature_path(EXIT), EXIT
+    else:
+        layer, exit_index = INNER_LAYER, INNER_EXIT
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=3)
+    ref = _pgc_maps(twin, PGC[method], layer, exit_index, x, classes)
+    got = _jax_maps(flax_model, method, layer, exit_index, x, classes)
+    assert got.shape == ref.shape == (3, 32, 32)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=TOLERANCE.get(method, 1e-4), rtol=0)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_score_methods_match_pytorch_grad_cam(twins, rng, method):
+    twin, flax_model = twins
+    layer = flax_model.exit_feature_path(0)
+    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=2)
+    ref = _pgc_maps(twin, PGC[method], layer, 0, x, classes, batch_size=64) \
+        if method == "scorecam" else _pgc_maps(twin, PGC[method], layer, 0, x, classes)
+    got = _jax_maps(flax_model, method, layer, 0, x, classes, batch_size=32)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+def _hooked(twin, layer_path, exit_index, x, classes):
+    """Activations and gradients of the PyTorch twin's layer, NCHW, as pytorch-grad-cam sees them."""
+    saved = {}
+
+    def keep(module, inputs, output):
+        saved["acts"] = output
+        output.register_hook(lambda g: saved.__setitem__("grads", g))
+
+    handle = module_at(twin, layer_path).register_forward_hook(keep)
+    logits = ExitModel(twin, exit_index)(nchw(x))
+    logits[torch.arange(len(classes)), torch.from_numpy(classes)].sum().backward()
+    handle.remove()
+    return saved["acts"].detach(), saved["grads"].detach()
+
+
+@pytest.mark.parametrize("method", ["eigencam", "eigengradcam"])
+def test_eigen_methods_match_up_to_sign(twins, rng, method):
+    """The first principal component's sign is arbitrary (SVD), so compare up to it."""
+    twin, flax_model = twins
+    layer = INNER_LAYER
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=3)
+    acts, grads = _hooked(twin, layer, INNER_EXIT, x, classes)
+    weighted = acts if method == "eigencam" else acts * grads
+    ref = get_2d_projection(weighted.numpy())  # pytorch-grad-cam's map before ReLU
+    raw = _jax_maps(flax_model, method, layer, INNER_EXIT, x, classes, relu=False,
+                    normalize=False, resize=False)
+    signs = [np.sign(np.sum(r * g)) for r, g in zip(ref, raw, strict=True)]
+    for r, g, sign in zip(ref, raw, signs, strict=True):
+        np.testing.assert_allclose(sign * g, r, atol=1e-4 * np.abs(r).max())
+    # Where the signs agree, the final maps agree with pytorch-grad-cam's.
+    final_ref = _pgc_maps(twin, EigenCAM if method == "eigencam" else EigenGradCAM, layer,
+                          INNER_EXIT, x, classes)
+    final = _jax_maps(flax_model, method, layer, INNER_EXIT, x, classes)
+    for rr, gg, sign in zip(final_ref, final, signs, strict=True):
+        if sign > 0:
+            np.testing.assert_allclose(gg, rr, atol=1e-4)
+
+
+def test_raw_gradcam_matches_captum_layergradcam(twins, rng):
+    twin, flax_model = twins
+    layer = flax_model.exit_feature_path(EXIT)
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=3)
+    attr = LayerGradCam(ExitModel(twin, EXIT), module_at(twin, layer)).attribute(
+        nchw(x), target=torch.from_numpy(classes), relu_attributions=False)
+    ref = attr.detach().numpy()[:, 0]
+    got = _jax_maps(flax_model, "gradcam", layer, EXIT, x, classes, relu=False,
+                    normalize=False, resize=False)
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+
+
+def test_method_functions_take_pytorch_tensors(twins, rng):
+    """Activations and gradients hooked out of the PyTorch twin become maps via DLPack."""
+    twin, _ = twins
+    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=2)
+    acts, grads = _hooked(twin, INNER_LAYER, INNER_EXIT, x, classes)
+    raw = np.asarray(gradcam(acts.permute(0, 2, 3, 1), grads.permute(0, 2, 3, 1)))
+    ref = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1).numpy()
+    np.testing.assert_allclose(raw, ref, atol=1e-5 * np.abs(ref).max())
+
+
+def test_gradcam_on_full_cifar10_anytime(rng):
+    twin, flax_model = make_twins(configs.cifar10_anytime(), rng)
+    layer = flax_model.exit_feature_path(6)
+    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=2)
+    ref = _pgc_maps(twin, GradCAM, layer, 6, x, classes)
+    got = _jax_maps(flax_model, "gradcam", layer, 6, x, classes)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)

@@ -1,0 +1,61 @@
+"""MSD-Net twins for parity tests: one random PyTorch network and the same weights in Flax."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import msdnet_flax
+from msdnet_flax.config import MSDNetConfig
+from msdnet_flax.pytorch import TorchMSDNet
+
+
+def randomize_batchnorm(model: torch.nn.Module, rng: np.random.Generator) -> None:
+    """Random BatchNorm scale, shift and running statistics, so BN is not the identity."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
+                m.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
+                m.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
+                m.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, n).astype(np.float32)))
+
+
+def make_twins(config: MSDNetConfig, rng: np.random.Generator
+               ) -> tuple[TorchMSDNet, msdnet_flax.MSDNet]:
+    """A TorchMSDNet with random weights and BatchNorm (eval mode) and its Flax copy."""
+    torch.manual_seed(int(rng.integers(2**31)))
+    torch_model = TorchMSDNet(config)
+    randomize_batchnorm(torch_model, rng)
+    torch_model.eval()
+    return torch_model, msdnet_flax.load_pytorch_checkpoint(torch_model.state_dict(), config)
+
+
+def nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+class ExitModel(torch.nn.Module):
+    """One exit of a TorchMSDNet as a single-output model, as pytorch-grad-cam wants."""
+
+    def __init__(self, twin: TorchMSDNet, exit_index: int):
+        super().__init__()
+        self.twin = twin
+        self.exit_index = exit_index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.twin.exit_features(x)
+        return self.twin.classify(self.exit_index, features[self.exit_index])
+
+
+def module_at(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    """The submodule at a '/'-separated path (the same path names the Flax layer)."""
+    node = model
+    for part in path.split("/"):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
