@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-import importlib
+from jaxcam import input_space
 from jaxcam._adapters import Adapter, LayerPath, make_adapter, normalize_layer_path
 from jaxcam._arrays import as_jax
 from jaxcam.methods import ACTIVATION_GRADIENT_METHODS, ACTIVATION_ONLY
@@ -108,7 +108,6 @@ def _layer_maps(adapter: Adapter, opts: Options, spec: TargetSpec, state: Any, x
     """(B, H, W) maps for one batch of (possibly augmented) images, and the model output."""
     out_size = x.shape[1:3]
     method, options = opts.method, dict(opts.method_options)
-    input_space = importlib.import_module("jaxcam.input_space")
 
     def scores(output: Any, cls: jax.Array | None) -> jax.Array:
         return target_scores(spec, opts.select(output), cls)
