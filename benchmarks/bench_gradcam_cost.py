@@ -1,0 +1,159 @@
+"""Cost of jaxcam's Grad-CAM relative to the jitted forward pass alone, on MSD-Net.
+
+    python -m benchmarks.bench_gradcam_cost [--config cifar10_anytime] [--batch 64]
+        [--rounds 20] [--record benchmarks/RESULTS.md]
+
+Contenders are timed in interleaved rounds (one call of each per round, medians reported), so
+the ratios come from the same moments of the machine's load. Also reports the breakdown of the
+all-exit computation into backbone forward, heads forward, heads backward and CAM math, and
+checks that a second call with new data of the same shape does not trace or compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import jaxcam
+from jaxcam._explain import Options, finish_maps
+from jaxcam.methods import gradcam
+from msdnet_flax.configs import get_config
+from msdnet_flax.model import MSDNet
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="cifar10_anytime")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--record", default=None, help="append the table to this Markdown file")
+    args = parser.parse_args(argv)
+
+    config = get_config(args.config)
+    model = MSDNet(config, rngs=nnx.Rngs(0))
+    model.eval()
+    graphdef, state = nnx.split(model)
+    size = config.image_size
+    last = config.n_blocks - 1
+
+    def images(seed: int) -> jax.Array:
+        return jax.random.normal(jax.random.key(seed), (args.batch, size, size, 3))
+
+    @jax.jit
+    def forward(state, x):
+        return nnx.merge(graphdef, state)(x)
+
+    @jax.jit
+    def backbone(state, x):
+        return nnx.merge(graphdef, state).exit_features(x)
+
+    @jax.jit
+    def heads_forward(state, feats):
+        m = nnx.merge(graphdef, state)
+        return [m.classify(k, f) for k, f in enumerate(feats)]
+
+    @jax.jit
+    def heads_backward(state, feats):
+        m = nnx.merge(graphdef, state)
+
+        def total(feats):
+            return sum(jnp.max(m.classify(k, f), axis=-1).sum() for k, f in enumerate(feats))
+
+        return jax.grad(total)(feats)
+
+    opts = Options(method="gradcam")
+
+    @jax.jit
+    def cam_math(feats, grads):
+        return jnp.stack([finish_maps([gradcam(a, g)], (size, size), opts)
+                          for a, g in zip(feats, grads, strict=True)])
+
+    layer = model.exit_feature_path(last)
+    contenders = {
+        "forward (jit, all exits' logits)": lambda x: forward(state, x),
+        "Grad-CAM, last exit (explain)": lambda x: jaxcam.explain(
+            model, x, target_layer=layer, output_index=last),
+        f"Grad-CAM, all {config.n_blocks} exits (explain_exits)": lambda x: jaxcam.explain_exits(
+            model, x),
+    }
+    x0 = images(0)
+    feats = backbone(state, x0)
+    grads = heads_backward(state, feats)
+    parts = {
+        "backbone forward": lambda x: backbone(state, x),
+        "heads forward": lambda x: heads_forward(state, feats),
+        "heads backward": lambda x: heads_backward(state, feats),
+        "CAM math (weights, ReLU, normalise, resize)": lambda x: cam_math(feats, grads),
+    }
+    everything = {**contenders, **parts}
+    compile_s = {}
+    for name, fn in everything.items():
+        t = time.perf_counter()
+        jax.block_until_ready(fn(x0))
+        compile_s[name] = time.perf_counter() - t
+
+    # A second call with new data of the same shape must not trace or compile.
+    cache_before = (jaxcam._explain._explain_jit._cache_size(),
+                    jaxcam._exits._explain_exits_jit._cache_size())
+    times: dict[str, list[float]] = {name: [] for name in everything}
+    for r in range(args.rounds):
+        x = images(r + 1)
+        for name, fn in everything.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(x))
+            times[name].append(time.perf_counter() - t)
+    cache_after = (jaxcam._explain._explain_jit._cache_size(),
+                   jaxcam._exits._explain_exits_jit._cache_size())
+    assert cache_before == cache_after, "a call with new data recompiled"
+
+    base = statistics.median(times["forward (jit, all exits' logits)"])
+    lines = [
+        f"### Grad-CAM cost vs forward — {args.config}, batch {args.batch}",
+        "",
+        f"- date: {datetime.date.today().isoformat()}; machine: {_cpu_name()}, "
+        f"{os.cpu_count()} cores; jax {jax.__version__} ({jax.default_backend()}), "
+        f"python {platform.python_version()}",
+        f"- command: `python -m benchmarks.bench_gradcam_cost --config {args.config} "
+        f"--batch {args.batch} --rounds {args.rounds}`",
+        f"- {args.rounds} interleaved rounds after warm-up; median (min-max); ratio to the "
+        "jitted forward measured in the same run; no retrace/recompile on new data: "
+        f"checked (jit cache sizes {cache_before} before and after)",
+        "",
+        "| computation | median ms | min-max ms | x forward | first call s (trace+compile) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in everything:
+        t = times[name]
+        med = statistics.median(t)
+        lines.append(f"| {name} | {1e3 * med:.1f} | {1e3 * min(t):.1f}-{1e3 * max(t):.1f} | "
+                     f"{med / base:.2f} | {compile_s[name]:.1f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.record:
+        with open(args.record, "a") as f:
+            f.write("\n" + table)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
