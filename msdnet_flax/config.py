@@ -72,7 +72,8 @@ class MSDNetConfig:
         if len(self.gr_factor) < 1 or any(not isinstance(f, int) or f < 1 for f in self.gr_factor):
             fail("gr_factor", "expected a non-empty tuple of positive integers, one per scale")
         if len(self.bn_factor) != len(self.gr_factor):
-            fail("bn_factor", f"expected one factor per scale ({len(self.gr_factor)}, like gr_factor)")
+            fail("bn_factor",
+                 f"expected one factor per scale ({len(self.gr_factor)}, like gr_factor)")
         if any(not isinstance(f, int) or f < 1 for f in self.bn_factor):
             fail("bn_factor", "expected positive integers")
         if self.prune not in ("max", "min"):
@@ -86,8 +87,20 @@ class MSDNetConfig:
         if any(self.growth_rate * f % 2 for f in self.gr_factor[1:]):
             fail("growth_rate", "growth_rate * gr_factor[s] must be even for every scale s >= 1 "
                  "(those layers split their new channels between two convolutions)")
-        if self.num_scales > (3 if self.data == "cifar" else 4):
-            fail("gr_factor", f"too many scales for {self.image_size}x{self.image_size} inputs")
+        # The exit classifiers (two 3x3/2 convolutions, a 2x2 average pool, then a linear layer
+        # sized for a 1x1 map) need the coarsest scale at 8x8 (CIFAR) or 7x7 (ImageNet).
+        scales, coarsest = (3, 8) if self.data == "cifar" else (4, 7)
+        if self.num_scales != scales:
+            fail("gr_factor", f"{'too many' if self.num_scales > scales else 'too few'} scales "
+                 f"for {self.data} ({self.image_size}x{self.image_size} inputs): expected exactly "
+                 f"{scales} factors, the exit classifiers need the coarsest scale at "
+                 f"{coarsest}x{coarsest}")
+        n_layers = self.base + sum(
+            self.step if self.step_mode == "even" else self.step * i + 1
+            for i in range(1, self.n_blocks))
+        if self.prune == "min" and n_layers < self.num_scales - 1:
+            fail("prune", f"'min' pruning needs at least num_scales - 1 = {self.num_scales - 1} "
+                 f"MSD layers in all (base and step give {n_layers})")
 
     @property
     def num_scales(self) -> int:

@@ -29,7 +29,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class ConvBNSpec:
-    """Optional 1x1 bottleneck, then a 3x3 convolution (stride 2 if ``down``); BN-ReLU after each."""
+    """Optional 1x1 bottleneck, then a 3x3 convolution (stride 2 if ``down``); BN-ReLU after each.
+    """
 
     n_in: int
     n_out: int

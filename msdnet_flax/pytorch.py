@@ -1,4 +1,4 @@
-"""The PyTorch twin of :class:`msdnet_flax.MSDNet`, state-dict compatible with kalviny/MSDNet-PyTorch.
+"""The PyTorch twin of :class:`msdnet_flax.MSDNet`, state-dict compatible with kalviny's MSDNet.
 
 Its ``state_dict()`` keys and shapes are exactly those of kalviny's ``models/msdnet.py`` (e.g.
 ``blocks.0.0.layers.0.net.0.weight``, ``classifier.3.linear.weight``), so a checkpoint written by
