@@ -238,6 +238,21 @@ def test_read_pytorch_state_dict_strips_prefix_and_num_batches_tracked(small_twi
 # ------------------------------------------------------------------------------ round trip
 
 
+def test_preset_round_trip_gives_back_the_checkpoint(preset_twins):
+    """Flax -> to_pytorch_state_dict -> TorchMSDNet.load_state_dict(strict=True), exactly."""
+    config, twin, model = preset_twins
+    sd = msdnet_flax.to_pytorch_state_dict(model)
+    reference = twin.state_dict()
+    assert set(sd) == set(reference)
+    for key, value in reference.items():
+        if not key.endswith("num_batches_tracked"):
+            assert sd[key].shape == value.shape, key
+            assert torch.equal(sd[key], value), key
+    fresh = TorchMSDNet(config)
+    result = fresh.load_state_dict(sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
 def random_flax_model(config: MSDNetConfig, rng: np.random.Generator) -> msdnet_flax.MSDNet:
     """A Flax-initialised model with random BatchNorm (so the round trip is not torch-born)."""
     model = msdnet_flax.MSDNet(config, rngs=nnx.Rngs(int(rng.integers(2**31))))

@@ -303,7 +303,7 @@ def batch_stats(model) -> dict:
 
 def test_train_mode_updates_batch_stats_and_eval_mode_does_not(rng):
     model = msdnet_flax.MSDNet(TINY, rngs=nnx.Rngs(int(rng.integers(2**31))))
-    x = jnp.asarray(images(rng, TINY, batch=4))
+    x = jnp.asarray(images(rng, TINY, batch=2))
     params_before = jax.tree.map(np.array, msdnet_flax.to_pure_dict(model)["params"])
     before = batch_stats(model)
     model.train()  # also the default
