@@ -18,10 +18,13 @@ model of the same structure reuses the compiled computation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["Adapter", "make_adapter", "normalize_layer_path", "LayerPath"]
 
@@ -175,7 +178,29 @@ def nnx_layer_paths(model: Any) -> list[LayerPath]:
 
 
 def linen_layer_paths(module: Any, variables: Any, images: jax.Array) -> list[LayerPath]:
-    """Every submodule path a Linen module calls on ``images`` (found by abstract evaluation)."""
+    """Every submodule path a Linen module calls on ``images`` (found by abstract evaluation).
+
+    Cached by the module and the shapes and dtypes of the variables and images, so explaining a
+    new batch of the same shape does not trace the model again.
+    """
+    leaves, treedef = jax.tree.flatten(variables)
+    leaf_types = tuple((tuple(np.shape(leaf)), np.dtype(jnp.result_type(leaf))) for leaf in leaves)
+    image_type = (tuple(images.shape), np.dtype(images.dtype))
+    try:
+        hash(module)
+    except TypeError:  # an unhashable module: trace every time
+        return _linen_layer_paths(module, variables, images)
+    return list(_cached_linen_layer_paths(module, treedef, leaf_types, image_type))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_linen_layer_paths(module: Any, treedef: Any, leaf_types: tuple, image_type: tuple
+                              ) -> tuple[LayerPath, ...]:
+    variables = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(*t) for t in leaf_types])
+    return tuple(_linen_layer_paths(module, variables, jax.ShapeDtypeStruct(*image_type)))
+
+
+def _linen_layer_paths(module: Any, variables: Any, images: Any) -> list[LayerPath]:
     import flax.linen as nn
 
     paths: list[LayerPath] = []

@@ -190,7 +190,9 @@ def _explain_jit(adapter: Adapter, opts: Options, spec: TargetSpec, state: Any,
             m, output = _layer_maps(adapter, plain, spec, state, x, classes, key)
             augmented.append(m[:, :, ::-1] if flip else m)
         maps = jnp.mean(jnp.stack(augmented), axis=0)
-    return maps, finite, jax.tree.leaves(opts.select(output))[0].shape[-1]
+    # The logits themselves (small), not their width: a width returned from a jitted function
+    # becomes a traced value under an outer jax.vmap/jit, while an output's shape stays static.
+    return maps, finite, jax.tree.leaves(opts.select(output))[0]
 
 
 def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any = None,
@@ -219,6 +221,9 @@ def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any =
       aug_smooth: average the maps over horizontal flips and brightness 0.9/1/1.1.
       key: PRNG key for SmoothGrad's noise (default ``jax.random.key(0)``).
       check_finite: raise if the images hold NaN or inf (costs one scalar device sync).
+        Under an outer ``jax.jit`` or ``jax.vmap`` (``explain`` works under both) the traced
+        images and classes cannot be checked on the host, so this and the class range check
+        are skipped there.
       output_index: for a model returning a list or tuple (e.g. one logits array per exit),
         which element the targets refer to.
       **method_options: passed to the method (e.g. ``batch_size`` for ScoreCAM/AblationCAM,
@@ -248,9 +253,12 @@ def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any =
                    output_index=output_index)
     if key is None:
         key = jax.random.key(0)
-    maps, finite, num_classes = _explain_jit(adapter, opts, spec, state, images, classes, key)
-    check_target_range(classes, int(num_classes))
-    if check_finite and not bool(finite):
+    maps, finite, logits = _explain_jit(adapter, opts, spec, state, images, classes, key)
+    # Under an outer jax.jit or jax.vmap the values are traced and cannot be checked on the host;
+    # the checks are skipped there (what is traced: the classes, or the finiteness flag).
+    if not isinstance(classes, jax.core.Tracer):
+        check_target_range(classes, logits.shape[-1])
+    if check_finite and not isinstance(finite, jax.core.Tracer) and not bool(finite):
         raise ValueError("images contain NaN or infinite values; explanations of them would "
                          "be NaN. Clean the input (e.g. jnp.nan_to_num) first")
     return maps
