@@ -49,11 +49,15 @@ def _merge(static: Any, state: Any) -> Any:
 def _prepare_exit_targets(targets: Any, n_exits: int, batch: int
                           ) -> tuple[TargetSpec, jax.Array | None]:
     """Targets for every exit: None/int/(B,)/callable as for ``explain``, or (K, B) classes."""
+    if (isinstance(targets, (list, tuple)) and targets
+            and all(isinstance(t, (list, tuple, np.ndarray, jax.Array)) for t in targets)):
+        targets = np.asarray(targets)  # nested lists: (K, B) classes
     if hasattr(targets, "ndim") and targets.ndim == 2:
         if tuple(targets.shape) != (n_exits, batch):
             raise ValueError(f"per-exit targets have shape {tuple(targets.shape)}; expected "
                              f"({n_exits}, {batch}) for {n_exits} exits and {batch} images")
-        specs = [prepare_targets(t, batch) for t in np.asarray(targets)]
+        rows = targets if isinstance(targets, jax.core.Tracer) else np.asarray(targets)
+        specs = [prepare_targets(t, batch) for t in rows]
         return specs[0][0], jnp.stack([c for _, c in specs])
     spec, classes = prepare_targets(targets, batch)
     if classes is not None:
@@ -134,8 +138,10 @@ def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str =
     opts = Options(method=name, relu=relu, normalize=normalize, resize=resize,
                    eigen_smooth=eigen_smooth)
     maps, logits, finite = _explain_exits_jit(static, exits, opts, spec, state, images, classes)
-    check_target_range(classes, logits.shape[-1])
-    if check_finite and not bool(finite):
+    # Under an outer jax.jit or jax.vmap, traced values cannot be checked on the host.
+    if not isinstance(classes, jax.core.Tracer):
+        check_target_range(classes, logits.shape[-1])
+    if check_finite and not isinstance(finite, jax.core.Tracer) and not bool(finite):
         raise ValueError("images contain NaN or infinite values; explanations of them would "
                          "be NaN. Clean the input (e.g. jnp.nan_to_num) first")
     return (maps, logits) if return_logits else maps

@@ -240,7 +240,10 @@ def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any =
             raise ValueError(f"method {name!r} needs target_layer: the module path of the "
                              "feature map to explain (e.g. target_layer='blocks/3')")
     elif isinstance(target_layer, list):
-        layers = [normalize_layer_path(layer) for layer in target_layer]
+        if not target_layer:
+            raise ValueError("target_layer is an empty list; name at least one layer")
+        # A layer listed twice is explained once (pytorch-grad-cam's mean of two equal maps).
+        layers = list(dict.fromkeys(normalize_layer_path(layer) for layer in target_layer))
     else:
         layers = [normalize_layer_path(target_layer)]
     if name == "guidedbackprop" or name in ("saliency", "smoothgrad", "integratedgradients"):

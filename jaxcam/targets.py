@@ -85,6 +85,9 @@ def prepare_targets(targets: Any, batch: int) -> tuple[TargetSpec, jax.Array | N
             raise TypeError(f"targets must be None, an int, an int array of shape ({batch},) or "
                             f"a callable; got {type(targets).__name__}"
                             + (f" of dtype {classes.dtype}" if hasattr(classes, "dtype") else ""))
+        if classes.ndim == 0:  # a 0-d array (e.g. jnp.argmax of one row) is one class for all
+            broadcast = np.broadcast_to if isinstance(classes, np.ndarray) else jnp.broadcast_to
+            classes = broadcast(classes, (batch,))
         if tuple(classes.shape) != (batch,):
             raise ValueError(f"targets has shape {tuple(classes.shape)}; expected ({batch},), "
                              "one class per image")
