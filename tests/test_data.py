@@ -1,0 +1,318 @@
+"""msdnet_flax.data: procedural shapes, CIFAR and image-folder loaders, the batch pipeline."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from msdnet_flax.data import (
+    CLASS_NAMES,
+    ArrayDataset,
+    augment_cifar,
+    augment_imagenet,
+    batches,
+    cifar_augment_params,
+    epoch_order,
+    generate,
+    generate_procedural,
+    imagenet_augment_params,
+    normalize,
+    procedural,
+)
+
+
+@pytest.fixture(scope="module")
+def shapes() -> ArrayDataset:
+    return generate(4000, seed=123)
+
+
+def _tiny(rng: np.random.Generator, n: int = 50, size: int = 8) -> ArrayDataset:
+    return ArrayDataset(images=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                        labels=rng.integers(0, 10, n).astype(np.int32),
+                        class_names=tuple("abcdefghij"), mean=(0.5, 0.5, 0.5),
+                        std=(0.25, 0.25, 0.25))
+
+
+# ----------------------------------------------------------------------------- ArrayDataset
+
+
+def test_array_dataset_validates(rng: np.random.Generator) -> None:
+    ds = _tiny(rng)
+    assert len(ds) == 50
+    sub = ds.subset(np.array([3, 1]))
+    np.testing.assert_array_equal(sub.images, ds.images[[3, 1]])
+    np.testing.assert_array_equal(sub.labels, ds.labels[[3, 1]])
+    ok = dict(images=ds.images, labels=ds.labels, class_names=ds.class_names, mean=ds.mean,
+              std=ds.std)
+    with pytest.raises(TypeError, match="uint8"):
+        ArrayDataset(**{**ok, "images": ds.images.astype(np.float32)})
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        ArrayDataset(**{**ok, "images": ds.images[..., :1]})
+    with pytest.raises(TypeError, match="int32"):
+        ArrayDataset(**{**ok, "labels": ds.labels.astype(np.int64)})
+    with pytest.raises(ValueError, match="labels must have shape"):
+        ArrayDataset(**{**ok, "labels": ds.labels[:-1]})
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        ArrayDataset(**{**ok, "class_names": ("a", "b", "c")})
+    with pytest.raises(ValueError, match="std"):
+        ArrayDataset(**{**ok, "std": (0.2, 0.0, 0.2)})
+    with pytest.raises(ValueError, match="masks"):
+        ArrayDataset(**{**ok, "masks": np.zeros((50, 4, 4), bool)})
+    with pytest.raises(ValueError, match="difficulty"):
+        ArrayDataset(**{**ok, "difficulty": np.full(50, 1.5, np.float32)})
+
+
+def test_normalize_jittable(rng: np.random.Generator) -> None:
+    x = rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)
+    got = jax.jit(normalize, static_argnums=(1, 2))(x, mean, std)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, (x / 255.0 - np.array(mean)) / np.array(std), rtol=1e-6,
+                               atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- procedural
+
+
+def test_procedural_deterministic_and_seed_dependent() -> None:
+    a = generate(300, seed=7)
+    b = generate(300, seed=7)
+    c = generate(300, seed=8)
+    for field in ("images", "labels", "masks", "difficulty"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.images, c.images)
+    assert not np.array_equal(a.labels, c.labels)
+    assert generate_procedural is generate
+
+
+def test_procedural_shapes_dtypes_and_labels(shapes: ArrayDataset) -> None:
+    n = len(shapes)
+    assert shapes.images.shape == (n, 32, 32, 3) and shapes.images.dtype == np.uint8
+    assert shapes.labels.shape == (n,) and shapes.labels.dtype == np.int32
+    assert shapes.masks.shape == (n, 32, 32) and shapes.masks.dtype == np.bool_
+    assert shapes.difficulty.dtype == np.float32
+    assert shapes.class_names == CLASS_NAMES and len(set(CLASS_NAMES)) >= 10
+    counts = np.bincount(shapes.labels, minlength=len(CLASS_NAMES))
+    assert counts.max() - counts.min() <= 1  # balanced by construction
+    d = shapes.difficulty
+    assert d.min() >= 0 and d.max() <= 1 and d.min() < 0.05 and d.max() > 0.95
+    fixed = generate(20, seed=1, difficulty=0.3, size=48)
+    assert fixed.images.shape == (20, 48, 48, 3)
+    np.testing.assert_array_equal(fixed.difficulty, np.float32(0.3))
+    ranged = generate(200, seed=1, difficulty=(0.2, 0.4))
+    assert ranged.difficulty.min() >= 0.2 and ranged.difficulty.max() <= 0.4
+    with pytest.raises(ValueError, match="difficulty"):
+        generate(5, seed=0, difficulty=(0.5, 0.2))
+    with pytest.raises(ValueError, match="seed"):
+        generate(5, seed=-1)
+
+
+def test_procedural_masks_and_contrast(shapes: ArrayDataset) -> None:
+    areas = shapes.masks.sum((1, 2))
+    assert areas.min() >= 20  # every object is visible
+    # Mask pixels differ from the rest of the image (the object stands out).
+    img = shapes.images.astype(np.float32)
+    m = shapes.masks[..., None]
+    inside = (img * m).sum((1, 2)) / m.sum((1, 2))
+    outside = (img * ~m).sum((1, 2)) / (~m).sum((1, 2))
+    contrast = np.linalg.norm(inside - outside, axis=1)
+    assert np.median(contrast) > 30
+    easy, hard = shapes.difficulty < 0.3, shapes.difficulty > 0.7
+    assert np.median(contrast[easy]) > np.median(contrast[hard])
+    # Harder samples have smaller objects.
+    assert areas[hard].mean() < 0.6 * areas[easy].mean()
+
+
+def test_procedural_colour_does_not_predict_class(shapes: ArrayDataset) -> None:
+    mean_rgb = shapes.images.reshape(len(shapes), -1, 3).mean(1) / 255.0
+    per_class = np.stack([mean_rgb[shapes.labels == c].mean(0)
+                          for c in range(len(CLASS_NAMES))])
+    assert np.abs(per_class - mean_rgb.mean(0)).max() < 0.03
+    obj_rgb = np.stack([shapes.images[i][shapes.masks[i]].mean(0) for i in range(600)]) / 255
+    labels = shapes.labels[:600]
+    per_class_obj = np.stack([obj_rgb[labels == c].mean(0) for c in range(len(CLASS_NAMES))])
+    assert np.abs(per_class_obj - obj_rgb.mean(0)).max() < 0.1
+
+
+def test_procedural_normalisation_constants(shapes: ArrayDataset) -> None:
+    pixels = shapes.images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(pixels.mean(0), procedural.MEAN, atol=0.015)
+    np.testing.assert_allclose(pixels.std(0), procedural.STD, atol=0.01)
+    assert shapes.mean == procedural.MEAN and shapes.std == procedural.STD
+
+
+def test_procedural_50k_generation_takes_seconds() -> None:
+    t0 = time.perf_counter()
+    ds = generate(50_000, seed=0)
+    elapsed = time.perf_counter() - t0
+    assert len(ds) == 50_000
+    assert elapsed < 15.0, f"generating 50,000 images took {elapsed:.1f}s"
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def test_epoch_order() -> None:
+    a = epoch_order(100, seed=1, epoch=0)
+    np.testing.assert_array_equal(np.sort(a), np.arange(100))
+    np.testing.assert_array_equal(a, epoch_order(100, seed=1, epoch=0))
+    assert not np.array_equal(a, epoch_order(100, seed=1, epoch=1))
+    assert not np.array_equal(a, epoch_order(100, seed=2, epoch=0))
+    np.testing.assert_array_equal(epoch_order(7, seed=1, epoch=3, shuffle=False), np.arange(7))
+
+
+def _collect(it) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in it], strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_batches_cover_epoch_once(rng: np.random.Generator, prefetch: int) -> None:
+    ds = _tiny(rng, n=50)
+    # Tag every image with its index so the order can be read back.
+    images = ds.images.copy()
+    images[:, 0, 0, 0] = np.arange(50)
+    ds = ArrayDataset(images=images, labels=ds.labels, class_names=ds.class_names, mean=ds.mean,
+                      std=ds.std)
+    orders = []
+    for epoch in (0, 1):
+        shapes_seen = []
+        it = batches(ds, 16, seed=3, epoch=epoch, drop_remainder=False, prefetch=prefetch)
+        xs, ys = [], []
+        for x, y in it:
+            assert isinstance(x, jax.Array) and x.dtype == jnp.uint8 and y.dtype == jnp.int32
+            shapes_seen.append(x.shape[0])
+            xs.append(np.asarray(x))
+            ys.append(np.asarray(y))
+        assert shapes_seen == [16, 16, 16, 2]
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        order = x[:, 0, 0, 0].astype(int)
+        np.testing.assert_array_equal(np.sort(order), np.arange(50))
+        np.testing.assert_array_equal(order, epoch_order(50, seed=3, epoch=epoch))
+        np.testing.assert_array_equal(y, ds.labels[order])
+        np.testing.assert_array_equal(x, ds.images[order])
+        orders.append(order)
+    assert not np.array_equal(orders[0], orders[1])
+    dropped = [x.shape[0] for x, _ in batches(ds, 16, seed=3, prefetch=prefetch)]
+    assert dropped == [16, 16, 16]
+
+
+def test_batches_start_step_resumes(rng: np.random.Generator) -> None:
+    ds = _tiny(rng, n=70)
+    full_x, full_y = _collect(batches(ds, 8, seed=5, epoch=2))
+    rest_x, rest_y = _collect(batches(ds, 8, seed=5, epoch=2, start_step=3))
+    np.testing.assert_array_equal(rest_x, full_x[24:])
+    np.testing.assert_array_equal(rest_y, full_y[24:])
+    assert list(batches(ds, 8, start_step=8)) == []
+    with pytest.raises(ValueError, match="start_step"):
+        batches(ds, 8, start_step=9)
+
+
+def test_batches_sharded(rng: np.random.Generator) -> None:
+    ds = _tiny(rng, n=64)
+    mesh = jax.make_mesh((8,), ("data",))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    plain_x, plain_y = _collect(batches(ds, 32, seed=1))
+    xs, ys = [], []
+    for x, y in batches(ds, 32, seed=1, sharding=sharding):
+        assert x.sharding == sharding and y.sharding == sharding
+        assert len(x.addressable_shards) == 8
+        assert all(s.data.shape == (4, 8, 8, 3) for s in x.addressable_shards)
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+    np.testing.assert_array_equal(np.concatenate(xs), plain_x)
+    np.testing.assert_array_equal(np.concatenate(ys), plain_y)
+    with pytest.raises(ValueError, match="divide evenly"):
+        batches(ds, 12, sharding=sharding)
+
+
+class _Exploding(np.ndarray):
+    """An image array whose third batch gather fails."""
+
+    calls = 0
+
+    def __getitem__(self, idx):  # noqa: ANN001
+        if isinstance(idx, np.ndarray):
+            type(self).calls += 1
+            if type(self).calls == 3:
+                raise RuntimeError("disk on fire")
+        return super().__getitem__(idx)
+
+
+def test_batches_propagate_producer_errors(rng: np.random.Generator) -> None:
+    ds = _tiny(rng, n=64)
+    _Exploding.calls = 0
+    bad = ArrayDataset(images=ds.images.view(_Exploding), labels=ds.labels,
+                       class_names=ds.class_names, mean=ds.mean, std=ds.std)
+    it = batches(bad, 8)
+    next(it)
+    next(it)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def _batch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "msdnet_flax.data.batches"]
+
+
+def test_batches_thread_stops_on_close_and_gc(rng: np.random.Generator) -> None:
+    ds = _tiny(rng, n=400)
+    before = len(_batch_threads())
+    it = batches(ds, 4, prefetch=2)
+    next(it)
+    it.close()
+    assert len(_batch_threads()) == before
+    it = batches(ds, 4, prefetch=2)
+    next(it)
+    del it
+    gc.collect()
+    deadline = time.time() + 5
+    while len(_batch_threads()) > before and time.time() < deadline:
+        time.sleep(0.01)
+    assert len(_batch_threads()) == before
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def test_augment_cifar_matches_numpy(rng: np.random.Generator) -> None:
+    x = rng.integers(1, 256, (16, 32, 32, 3), dtype=np.uint8)
+    key = jax.random.key(int(rng.integers(2**31)))
+    out = augment_cifar(key, x)
+    assert out.shape == x.shape and out.dtype == jnp.uint8
+    np.testing.assert_array_equal(out, augment_cifar(key, x))
+    assert not np.array_equal(out, augment_cifar(jax.random.fold_in(key, 1), x))
+    offsets, flips = map(np.asarray, cifar_augment_params(key, 16))
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for i in range(16):
+        top, left = offsets[i]
+        ref = padded[i, top:top + 32, left:left + 32]
+        if flips[i]:
+            ref = ref[:, ::-1]
+        np.testing.assert_array_equal(np.asarray(out[i]), ref)
+    assert 0 <= offsets.min() and offsets.max() <= 8
+
+
+def test_augment_imagenet(rng: np.random.Generator) -> None:
+    x = rng.integers(0, 256, (6, 40, 56, 3), dtype=np.uint8)
+    key = jax.random.key(int(rng.integers(2**31)))
+    out = augment_imagenet(key, x, 24)
+    assert out.shape == (6, 24, 24, 3) and out.dtype == jnp.uint8
+    np.testing.assert_array_equal(out, augment_imagenet(key, x, 24))
+    boxes, flips = map(np.asarray, imagenet_augment_params(key, 6, 40, 56))
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= 40).all() and (left + w <= 56).all() and (h > 0).all() and (w > 0).all()
+    # A constant image stays constant; a float input keeps its dtype.
+    const = np.full((2, 40, 56, 3), 77, np.uint8)
+    np.testing.assert_array_equal(augment_imagenet(key, const, 16), 77)
+    assert augment_imagenet(key, x.astype(np.float32), 16).dtype == jnp.float32
