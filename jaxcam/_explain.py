@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxcam import input_space
 from jaxcam._adapters import Adapter, LayerPath, make_adapter, normalize_layer_path
 from jaxcam._arrays import as_jax
+from jaxcam._fast_conv_grad import fast_strided_conv_grads
 from jaxcam.methods import ACTIVATION_GRADIENT_METHODS, ACTIVATION_ONLY
 from jaxcam.postprocess import minmax_normalize, resize_bilinear
 from jaxcam.targets import TargetSpec, check_target_range, prepare_targets, target_scores
@@ -121,7 +122,7 @@ def _layer_maps(adapter: Adapter, opts: Options, spec: TargetSpec, state: Any, x
             output, acts = adapter.forward(state, x, edits)
             return jnp.sum(scores(output, classes)), (acts, output)
 
-        grads, (acts, output) = jax.grad(total_score, has_aux=True)(deltas)
+        grads, (acts, output) = jax.grad(fast_strided_conv_grads(total_score), has_aux=True)(deltas)
         raw = [ACTIVATION_GRADIENT_METHODS[method](a, g, eigen_smooth=opts.eigen_smooth)
                for a, g in zip(acts, grads, strict=True)]
         return finish_maps(raw, out_size, opts), output

@@ -118,21 +118,32 @@ def _strided_conv(params: dict[str, Any]) -> Callable[[jax.Array, jax.Array], ja
     def fast(x: jax.Array, w: jax.Array) -> jax.Array:
         return conv(x, w)
 
-    def fwd(x: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        return conv(x, w), (x, w)
+    def fwd(x: Any, w: Any) -> tuple[jax.Array, tuple[Any, Any]]:
+        # With symbolic_zeros, x and w say whether they are differentiated; keep only what the
+        # wanted cotangents need, so an explanation (input cotangent only) never even traces
+        # the weight gradient.
+        w_for_x = w.value if x.perturbed else None
+        x_for_w = x.value if w.perturbed else None
+        shapes = (jax.ShapeDtypeStruct(x.value.shape, x.value.dtype),
+                  jax.ShapeDtypeStruct(w.value.shape, w.value.dtype))
+        avals.append(shapes)
+        return conv(x.value, w.value), (w_for_x, x_for_w)
 
-    def bwd(res: tuple[jax.Array, jax.Array], ct: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x, w = res
-        x_aval = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        w_aval = jax.ShapeDtypeStruct(w.shape, w.dtype)
-        full = _zero_insert(ct, jax.eval_shape(conv_unit, x_aval, w_aval).shape, strides,
-                            spatial_dims)
-        # linear_transpose == vjp for these linear maps, without re-running the forward.
-        (ct_x,) = jax.linear_transpose(lambda x_: conv_unit(x_, w), x_aval)(full)
-        (ct_w,) = jax.linear_transpose(lambda w_: conv(x, w_), w_aval)(ct)
+    def bwd(res: tuple[Any, Any], ct: jax.Array) -> tuple[Any, Any]:
+        w, x = res
+        x_aval, w_aval = avals[-1]
+        ct_x = ct_w = None
+        if w is not None:
+            full = _zero_insert(ct, jax.eval_shape(conv_unit, x_aval, w_aval).shape, strides,
+                                spatial_dims)
+            # linear_transpose == vjp for these linear maps, without re-running the forward.
+            (ct_x,) = jax.linear_transpose(lambda x_: conv_unit(x_, w), x_aval)(full)
+        if x is not None:
+            (ct_w,) = jax.linear_transpose(lambda w_: conv(x, w_), w_aval)(ct)
         return ct_x, ct_w
 
-    fast.defvjp(fwd, bwd)
+    avals: list[tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]] = []
+    fast.defvjp(fwd, bwd, symbolic_zeros=True)
     return fast
 
 

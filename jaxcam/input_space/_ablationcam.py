@@ -77,7 +77,11 @@ def ablationcam_weights(
         return head_score_fn(ablated)
 
     scores = map_in_chunks(ablated_scores, (jnp.arange(n_channels), values), batch_size)
-    return (original[:, None] - scores.T) / original[:, None]
+    # A zero score has no relative drop to measure: its weights (and so its map) are zero, not
+    # the NaN that pytorch-grad-cam's division gives.
+    zero = original[:, None] == 0
+    safe = jnp.where(zero, 1.0, original[:, None])
+    return jnp.where(zero, 0.0, (original[:, None] - scores.T) / safe)
 
 
 def ablationcam(
