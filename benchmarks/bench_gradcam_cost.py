@@ -25,6 +25,7 @@ from flax import nnx
 
 import jaxcam
 from jaxcam._explain import Options, finish_maps
+from jaxcam._fast_conv_grad import fast_strided_conv_grads
 from jaxcam.methods import gradcam
 from msdnet_flax.configs import get_config
 from msdnet_flax.model import MSDNet
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         def total(feats):
             return sum(jnp.max(m.classify(k, f), axis=-1).sum() for k, f in enumerate(feats))
 
-        return jax.grad(total)(feats)
+        return jax.grad(fast_strided_conv_grads(total))(feats)
 
     opts = Options(method="gradcam")
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = {
         "backbone forward": lambda x: backbone(state, x),
         "heads forward": lambda x: heads_forward(state, feats),
-        "heads backward": lambda x: heads_backward(state, feats),
+        "heads backward (input gradients only)": lambda x: heads_backward(state, feats),
         "CAM math (weights, ReLU, normalise, resize)": lambda x: cam_math(feats, grads),
     }
     everything = {**contenders, **parts}
