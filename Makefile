@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m msdnet_flax.demo
+	$(VENV)/bin/jaxcam demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxcam msdnet_flax tests benchmarks

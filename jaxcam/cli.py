@@ -1,0 +1,258 @@
+"""The ``jaxcam`` command: explain images with a multi-exit MSD-Net, see the maps in a gallery.
+
+``jaxcam explain`` turns image files into per-exit class activation maps, overlays, grids, a
+``cams.npz`` and a static ``index.html``; ``jaxcam demo`` does so on procedural images with the
+bundled model; ``jaxcam methods`` lists the methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "parse_exits", "method_descriptions"]
+
+_EPILOG = "Python API: jaxcam.explain / jaxcam.explain_exits (see README.md)."
+
+
+def method_descriptions() -> dict[str, str]:
+    """Every name in ``jaxcam.METHODS`` with the first line of its function's docstring."""
+    import jaxcam
+    from jaxcam import input_space
+    from jaxcam.methods import ACTIVATION_GRADIENT_METHODS
+
+    functions = {n.replace("_", ""): getattr(input_space, n) for n in input_space.__all__}
+    out = {}
+    for name in jaxcam.METHODS:
+        fn = ACTIVATION_GRADIENT_METHODS.get(name) or functions.get(name)
+        doc = (getattr(fn, "__doc__", None) or "").strip()
+        out[name] = doc.splitlines()[0] if doc else name
+    return out
+
+
+def parse_exits(text: str, n_exits: int) -> tuple[int, ...]:
+    """0-based exit indices from ``all``, ``last`` or a list of 1-based numbers and ranges.
+
+    ``"1,4-6,last"`` on a 10-exit model gives ``(0, 3, 4, 5, 9)``.
+
+    Raises:
+      ValueError: a number out of 1..n_exits, or unparsable text.
+    """
+    if text.strip().lower() == "all":
+        return tuple(range(n_exits))
+    picked: list[int] = []
+    for part in (p.strip().lower() for p in text.split(",")):
+        try:
+            if part == "last":
+                numbers = [n_exits]
+            elif "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                numbers = list(range(lo, hi + 1))
+            else:
+                numbers = [int(part)]
+        except ValueError:
+            raise ValueError(f"--exits: cannot read {part!r}; use 'all' or numbers 1..{n_exits} "
+                             f"such as 1,5,{n_exits} or 2-4") from None
+        for k in numbers:
+            if not 1 <= k <= n_exits:
+                raise ValueError(f"--exits: exit {k} does not exist; the model has exits "
+                                 f"1..{n_exits} (1 is the earliest)")
+            if k - 1 not in picked:
+                picked.append(k - 1)
+    if not picked:
+        raise ValueError("--exits: no exit given")
+    return tuple(picked)
+
+
+def _parse_target(text: str, class_names: Sequence[str]) -> str | int:
+    if text in ("pred", "true"):
+        return text
+    if text in class_names:
+        return list(class_names).index(text)
+    try:
+        index = int(text)
+    except ValueError:
+        raise ValueError(f"--target: {text!r} is neither pred, true, a class name "
+                         f"({', '.join(class_names)}) nor a class index") from None
+    if not 0 <= index < len(class_names):
+        raise ValueError(f"--target: class index {index} out of range 0..{len(class_names) - 1}")
+    return index
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``jaxcam`` and its subcommands."""
+    from jaxcam import EXIT_METHODS
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="jaxcam", description=__doc__, formatter_class=fmt,
+                                     epilog=_EPILOG)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ex = sub.add_parser(
+        "explain", formatter_class=fmt, help="explain image files with every exit of a model",
+        description="Explain images with class activation maps of a multi-exit MSD-Net.\n\n"
+        "Each image (any size; grayscale, RGBA and 16-bit too) is read as RGB, resized whole to\n"
+        "the model's input size and normalised with the mean/std stored in the checkpoint. For\n"
+        "each image <stem> OUT gets <stem>_cam.png (the map of one exit drawn on the original\n"
+        "image at its own resolution) and <stem>_exits.png (the image and every exit's map,\n"
+        "labelled with prediction, confidence and right/wrong when the class is known from the\n"
+        "parent folder's name); and once: cams.npz (maps (K, N, H, W), logits (K, N, C),\n"
+        "targets, labels, files, names, exits numbered from 1, class_names, method),\n"
+        "errors.txt (file<TAB>reason for each input that failed) and index.html (a gallery).\n"
+        "Same stems from different folders get their folder names prefixed.\n\n"
+        "Exit status: 0 if every input was explained, 1 if any failed, 2 on a usage error.")
+    ex.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="image files, directories (searched recursively for "
+                    ".png/.jpg/.jpeg/.bmp/.webp/.tif/.tiff) or glob patterns (quote them; ** "
+                    "recurses)")
+    ex.add_argument("--model", default="bundled", metavar="bundled|CHECKPOINT",
+                    help="'bundled' (default: the trained model shipped with msdnet_flax) or an "
+                    "msdnet_flax checkpoint: its .json/.safetensors file, a checkpoint "
+                    "directory or a training run's out_dir")
+    ex.add_argument("--method", default="gradcam", choices=EXIT_METHODS,
+                    help="CAM method (default gradcam); see 'jaxcam methods'")
+    ex.add_argument("--exits", default="all", metavar="all|LIST",
+                    help="exits to explain, numbered from 1 (earliest): 'all' (default), or e.g. "
+                    "'1,5,last' or '2-4'")
+    ex.add_argument("--target", default="pred", metavar="pred|true|CLASS",
+                    help="class to explain: 'pred' (default: each exit's own prediction), 'true' "
+                    "(the class named by each file's parent folder; files without one fail), or "
+                    "a class name or 0-based class index")
+    ex.add_argument("--cam-exit", default="last", metavar="N|last",
+                    help="exit drawn on <stem>_cam.png (default: the last explained exit)")
+    ex.add_argument("--out", default="jaxcam_out", type=Path, metavar="DIR",
+                    help="output directory (default ./jaxcam_out; created if needed)")
+    ex.add_argument("--batch-size", type=int, default=32, metavar="N",
+                    help="images per jitted call (default 32)")
+    ex.add_argument("--compare", default="", metavar="METHOD[,METHOD]",
+                    help="further methods drawn as extra rows of every grid (not saved in "
+                    "cams.npz)")
+    ex.add_argument("--npz-dtype", default="float32", choices=("float32", "float16"),
+                    help="dtype of the maps in cams.npz (default float32)")
+
+    demo = sub.add_parser(
+        "demo", formatter_class=fmt, help="explain procedural shapes with the bundled model",
+        description="Write 12 procedural shape images of increasing difficulty and their object\n"
+        "masks into OUT/inputs, explain every exit of the bundled model on them and write the\n"
+        "grids, overlays, cams.npz and index.html into OUT. Takes under a minute on a CPU.")
+    demo.add_argument("--out", default="diags", type=Path, metavar="DIR",
+                      help="output directory (default ./diags)")
+    demo.add_argument("--method", default="gradcam", choices=EXIT_METHODS,
+                      help="CAM method (default gradcam)")
+    demo.add_argument("--n", type=int, default=12, metavar="N",
+                      help="number of images (default 12)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the images (default 0)")
+
+    sub.add_parser("methods", help="list the CAM methods, one line each",
+                   description="List jaxcam.METHODS with one line each. Methods marked '*' work "
+                   "with 'jaxcam explain' (multi-exit, one pass); the others with the Python API "
+                   "jaxcam.explain.")
+    return parser
+
+
+def _model_settings(spec: str, model: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    config = model.config
+    size = config.image_size
+    return {
+        "model": spec if spec != "bundled" else f"bundled ({meta.get('path', '?')})",
+        "checkpoint step": meta.get("step", "n/a"),
+        "architecture": f"MSD-Net, {config.data} heads, {model.num_exits} exits, "
+                        f"{config.num_classes} classes",
+        "preprocessing": f"whole image resized to {size}x{size} (INTER_AREA shrinking, "
+                         f"INTER_LINEAR enlarging), normalised with mean "
+                         f"{[round(m, 4) for m in meta['mean']]}, std "
+                         f"{[round(s, 4) for s in meta['std']]}",
+        "classes": ", ".join(map(str, meta["class_names"])),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _summary(out: Path, n_ok: int, errors: list, seconds: float) -> None:
+    rate = n_ok / max(seconds, 1e-9)
+    print(f"explained {n_ok} image(s) in {seconds:.1f} s ({rate:.1f} images/s); "
+          f"{len(errors)} failed")
+    print(f"  gallery: {out / 'index.html'}")
+    print(f"  maps:    {out / 'cams.npz'}")
+    if errors:
+        print(f"failed inputs (also in {out / 'errors.txt'}):")
+        for file, reason in errors:
+            print(f"  {file}: {reason}")
+
+
+def _cmd_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from jaxcam._cli_explain import Job, explain_files
+    from jaxcam._cli_io import expand_inputs, load_model
+
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    start = time.perf_counter()
+    files, input_errors = expand_inputs(args.inputs)
+    try:
+        model, meta = load_model(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"jaxcam explain: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        exits = parse_exits(args.exits, model.num_exits)
+        target = _parse_target(args.target, [str(c) for c in meta["class_names"]])
+        cam = len(exits) - 1 if args.cam_exit == "last" else \
+            exits.index(parse_exits(args.cam_exit, model.num_exits)[0])
+        compare = tuple(m.strip() for m in args.compare.split(",") if m.strip())
+        from jaxcam import EXIT_METHODS
+
+        for m in compare:
+            if m not in EXIT_METHODS:
+                raise ValueError(f"--compare: {m!r} is not one of {', '.join(EXIT_METHODS)}")
+    except ValueError as exc:
+        if "is not in tuple" in str(exc):
+            exc = ValueError(f"--cam-exit {args.cam_exit} is not among --exits {args.exits}")
+        parser.error(str(exc))
+    job = Job(out=args.out, method=args.method, exits=exits, target=target, cam_exit=cam,
+              batch_size=args.batch_size, compare=compare, npz_dtype=args.npz_dtype,
+              settings=_model_settings(args.model, model, meta))
+    n_ok, errors = explain_files(model, meta, files, job, input_errors)
+    _summary(args.out, n_ok, errors, time.perf_counter() - start)
+    return 1 if errors or n_ok == 0 else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from jaxcam._cli_demo import run_demo
+
+    return run_demo(args.out, method=args.method, n=args.n, seed=args.seed,
+                    settings_for=_model_settings, summary=_summary)
+
+
+def _cmd_methods() -> int:
+    from jaxcam import EXIT_METHODS
+
+    for name, line in method_descriptions().items():
+        mark = "*" if name in EXIT_METHODS else " "
+        print(f"{mark} {name:<20} {line}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``jaxcam`` with ``argv`` (default ``sys.argv[1:]``).
+
+    Args:
+      argv: the arguments after the program name.
+
+    Returns:
+      The exit status: 0 success, 1 some inputs failed, 2 usage or model error.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "explain":
+        return _cmd_explain(args, parser)
+    if args.command == "demo":
+        return _cmd_demo(args)
+    return _cmd_methods()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
