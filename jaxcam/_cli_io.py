@@ -72,8 +72,9 @@ def _safe(text: str) -> str:
 def unique_names(files: Sequence[Path]) -> list[str]:
     """One output name per file, distinct even ignoring case: the file's stem where that is
     unique, else the stem prefixed by as many parent folders as tell the clashing files apart
-    (``a__cat`` and ``b__cat`` for ``a/cat.png`` and ``b/cat.png``), then the extension, then a
-    number. Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``."""
+    (``a__cat`` and ``b__cat`` for ``a/cat.png`` and ``b/cat.png``), or with its extension for
+    files of one folder (``cat.png``, ``cat.jpg``), or finally numbered. Characters other than
+    letters, digits, ``.``, ``_`` and ``-`` become ``_``."""
     parts = [list(Path(os.path.abspath(f)).parent.parts) for f in files]
     depth = [0] * len(files)
     suffix = [False] * len(files)
@@ -92,11 +93,12 @@ def unique_names(files: Sequence[Path]) -> list[str]:
         progressed = False
         for group in clashes:
             for i in group:
-                if depth[i] < len(parts[i]) - 1:  # never the filesystem root
-                    depth[i] += 1
+                same_folder = any(parts[j] == parts[i] for j in group if j != i)
+                if same_folder and not suffix[i]:
+                    suffix[i] = True  # a/cat.png, a/cat.jpg: only the extension tells them apart
                     progressed = True
-                elif not suffix[i]:
-                    suffix[i] = True
+                elif not same_folder and depth[i] < len(parts[i]) - 1:  # never the root
+                    depth[i] += 1
                     progressed = True
         if not progressed:
             break

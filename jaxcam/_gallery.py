@@ -18,7 +18,7 @@ table { border-collapse: collapse; margin: .4em 0; font-size: .9em; }
 td, th { border: 1px solid #ccc; padding: .15em .5em; text-align: left; }
 th { background: #eee; }
 .entry { background: #fff; border: 1px solid #ddd; padding: .8em; margin: 1em 0; }
-.grid { max-width: 100%; height: auto; image-rendering: pixelated; display: block; }
+.grid { max-width: 100%; height: auto; display: block; }
 .ok { color: #080; font-weight: bold; } .bad { color: #c00; font-weight: bold; }
 .warn { background: #fee; border: 2px solid #c00; padding: .6em; font-weight: bold; }
 .errors td { color: #c00; } .small { color: #666; font-size: .85em; }

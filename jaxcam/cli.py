@@ -17,7 +17,13 @@ from typing import Any
 
 __all__ = ["main", "build_parser", "parse_exits", "method_descriptions"]
 
-_EPILOG = "Python API: jaxcam.explain / jaxcam.explain_exits (see README.md)."
+_DESCRIPTION = """Class activation maps (Grad-CAM family) for every exit of a multi-exit MSD-Net.
+
+  jaxcam explain IMAGES...   maps, overlays, per-exit grids, cams.npz and an HTML gallery
+  jaxcam demo                the same on procedural shapes with the bundled model (./diags)
+  jaxcam methods             the methods, one line each"""
+_EPILOG = ("Run 'jaxcam COMMAND --help' for a command's options. Other models: the Python API, "
+           "jaxcam.explain / jaxcam.explain_exits (README.md).")
 
 
 def method_descriptions() -> dict[str, str]:
@@ -89,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxcam import EXIT_METHODS
 
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="jaxcam", description=__doc__, formatter_class=fmt,
+    parser = argparse.ArgumentParser(prog="jaxcam", description=_DESCRIPTION, formatter_class=fmt,
                                      epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -137,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo", formatter_class=fmt, help="explain procedural shapes with the bundled model",
-        description="Write 12 procedural shape images of increasing difficulty and their object\n"
-        "masks into OUT/inputs, explain every exit of the bundled model on them and write the\n"
-        "grids, overlays, cams.npz and index.html into OUT. Takes under a minute on a CPU.")
+        description="Write N (default 12) procedural shape images of increasing difficulty and\n"
+        "their object masks into OUT/inputs, explain every exit of the bundled model on them and\n"
+        "write the grids, overlays, cams.npz and index.html into OUT. Takes under a minute on a\n"
+        "CPU. Until the bundled model is trained, a randomly initialised cifar10_anytime model\n"
+        "stands in, with a loud warning (and in the gallery and on every grid).")
     demo.add_argument("--out", default="diags", type=Path, metavar="DIR",
                       help="output directory (default ./diags)")
     demo.add_argument("--method", default="gradcam", choices=EXIT_METHODS,
