@@ -168,7 +168,7 @@ def explain_files(model: Any, meta: Mapping[str, Any], files: Sequence[Path], jo
         flush()
     if kept["files"] and sys.stderr.isatty():
         print(file=sys.stderr)
-    _write_npz(out / "cams.npz", kept, exit_numbers, class_names, job)
+    _write_npz(out / "cams.npz", kept, exit_numbers, class_names, size, job)
     (out / "errors.txt").write_text("".join(f"{f}\t{r}\n" for f, r in errors), encoding="utf-8")
     settings = {**job.settings, "method": job.method, "target": job.target,
                 "exits": ", ".join(map(str, exit_numbers)),
@@ -225,14 +225,14 @@ def _write_image(path: Path, name: str, original: np.ndarray, small: np.ndarray,
 
 
 def _write_npz(path: Path, kept: dict[str, list], exit_numbers: list[int],
-               class_names: list[str], job: Job) -> None:
+               class_names: list[str], size: int, job: Job) -> None:
     k = len(exit_numbers)
     if kept["maps"]:
         maps = np.stack(kept["maps"], axis=1)
         logits = np.stack(kept["logits"], axis=1)
         targets = np.stack(kept["targets"], axis=1)
     else:
-        maps = np.zeros((k, 0, 0, 0), np.float32)
+        maps = np.zeros((k, 0, size, size), np.float32)
         logits = np.zeros((k, 0, len(class_names)), np.float32)
         targets = np.zeros((k, 0), np.int64)
     np.savez_compressed(

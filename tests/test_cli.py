@@ -4,6 +4,7 @@ real browser. A tiny random MSD-Net checkpoint stands in for the bundled model."
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import shutil
@@ -181,6 +182,10 @@ def test_usage_errors(inputs, ckpt, tmp_path, capsys):
                      "--out", str(tmp_path)]) == 2
     assert "cannot load model" in capsys.readouterr().err
     assert cli.parse_exits("1,4-6,last", 10) == (0, 3, 4, 5, 9)
+    rc, stdout = _main(["explain", str(inputs / "broken"), "--model", str(ckpt), "--out",
+                        str(tmp_path / "none")])
+    assert rc == 1 and "explained 0 image(s)" in stdout
+    assert np.load(tmp_path / "none" / "cams.npz")["maps"].shape == (2, 0, 32, 32)
 
 
 def test_unique_names():
@@ -231,8 +236,8 @@ def test_demo_writes_inputs_masks_and_gallery(ckpt, tmp_path, monkeypatch):
 
 
 def test_pretrained_missing_and_present(ckpt, tmp_path, monkeypatch):
-    from msdnet_flax import pretrained as bundled
-
+    # The module (msdnet_flax may also export the function under the same name).
+    bundled = importlib.import_module("msdnet_flax.pretrained")
     monkeypatch.setattr(bundled, "BUNDLED_PATH", tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="has not been trained yet: run"):
         bundled.pretrained()
