@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gc
+import pickle
+import tarfile
 import threading
 import time
+from pathlib import Path
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +27,8 @@ from msdnet_flax.data import (
     generate,
     generate_procedural,
     imagenet_augment_params,
+    load_cifar,
+    load_image_folder,
     normalize,
     procedural,
 )
@@ -149,11 +155,158 @@ def test_procedural_normalisation_constants(shapes: ArrayDataset) -> None:
 
 
 def test_procedural_50k_generation_takes_seconds() -> None:
-    t0 = time.perf_counter()
+    # Processor time of all threads: generation is a few seconds of compute; the bound is
+    # generous, and wall time is not asserted, as it depends on what else the machine runs.
+    wall, cpu = time.perf_counter(), time.process_time()
     ds = generate(50_000, seed=0)
-    elapsed = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert len(ds) == 50_000
-    assert elapsed < 15.0, f"generating 50,000 images took {elapsed:.1f}s"
+    assert cpu < 15.0, f"generating 50,000 images took {cpu:.1f}s of CPU ({wall:.1f}s wall)"
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+def _fake_cifar(root: Path, rng: np.random.Generator, num_classes: int
+                ) -> tuple[Path, Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Write a tiny CIFAR archive and its extracted directory in the real format.
+
+    Returns (archive, extracted dir, {split: (NHWC images, labels)}).
+    """
+    if num_classes == 10:
+        dirname, archive = "cifar-10-batches-py", "cifar-10-python.tar.gz"
+        files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+        meta_name, names_key, labels_key = "batches.meta", b"label_names", b"labels"
+    else:
+        dirname, archive = "cifar-100-python", "cifar-100-python.tar.gz"
+        files = {"train": ["train"], "test": ["test"]}
+        meta_name, names_key, labels_key = "meta", b"fine_label_names", b"fine_labels"
+    blobs: dict[str, bytes] = {}
+    expected = {}
+    for split, names in files.items():
+        ims, labs = [], []
+        for name in names:
+            n = int(rng.integers(2, 5))
+            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            lab = [int(v) for v in rng.integers(0, num_classes, n)]  # a list, as the real files
+            batch = {b"batch_label": name.encode(), labels_key: lab, b"data": data,
+                     b"filenames": [f"img{i}.png".encode() for i in range(n)]}
+            if num_classes == 100:
+                batch[b"coarse_labels"] = [v // 5 for v in lab]
+            blobs[name] = pickle.dumps(batch, protocol=2)
+            ims.append(data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1))
+            labs.append(np.array(lab))
+        expected[split] = (np.concatenate(ims), np.concatenate(labs))
+    class_names = [f"class{i}".encode() for i in range(num_classes)]
+    meta = {names_key: class_names, b"num_cases_per_batch": 10000}
+    if num_classes == 100:
+        meta[b"coarse_label_names"] = [f"super{i}".encode() for i in range(20)]
+    blobs[meta_name] = pickle.dumps(meta, protocol=2)
+    extracted = root / dirname
+    extracted.mkdir(parents=True)
+    for name, raw in blobs.items():
+        (extracted / name).write_bytes(raw)
+    with tarfile.open(root / archive, "w:gz") as tar:
+        tar.add(extracted, arcname=dirname)
+    return root / archive, extracted, expected
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_load_cifar_archive_and_directory(tmp_path: Path, rng: np.random.Generator,
+                                          num_classes: int) -> None:
+    archive, extracted, expected = _fake_cifar(tmp_path, rng, num_classes)
+    for split in ("train", "test"):
+        images, labels = expected[split]
+        for source in (archive, extracted, tmp_path):
+            ds = load_cifar(source, split=split, num_classes=num_classes)
+            np.testing.assert_array_equal(ds.images, images)
+            np.testing.assert_array_equal(ds.labels, labels)
+            assert ds.labels.dtype == np.int32 and ds.images.dtype == np.uint8
+            assert ds.class_names == tuple(f"class{i}" for i in range(num_classes))
+    # Channel-major rows: pixel (0, 0)'s red, green, blue are columns 0, 1024, 2048.
+    raw = pickle.loads((extracted / ("test_batch" if num_classes == 10 else "test"))
+                       .read_bytes(), encoding="bytes")[b"data"]
+    np.testing.assert_array_equal(load_cifar(archive, split="test", num_classes=num_classes)
+                                  .images[0, 0, 0], raw[0, [0, 1024, 2048]])
+
+
+def test_load_cifar_errors(tmp_path: Path, rng: np.random.Generator) -> None:
+    missing = tmp_path / "nope.tar.gz"
+    with pytest.raises(FileNotFoundError, match="nope.tar.gz"):
+        load_cifar(missing, split="train", num_classes=10)
+    _, extracted, _ = _fake_cifar(tmp_path / "c10", rng, 10)
+    (extracted / "data_batch_3").write_bytes(b"this is not a pickle")
+    with pytest.raises(ValueError, match="data_batch_3"):
+        load_cifar(extracted, split="train", num_classes=10)
+    (extracted / "data_batch_3").write_bytes(pickle.dumps({b"labels": [1]}))
+    with pytest.raises(ValueError, match=r"data_batch_3.*b'data'"):
+        load_cifar(extracted, split="train", num_classes=10)
+    (extracted / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        load_cifar(extracted, split="test", num_classes=10)
+    with pytest.raises(ValueError, match="num_classes"):
+        load_cifar(extracted, split="test", num_classes=20)
+    not_tar = tmp_path / "cifar-10-python.tar.gz"
+    not_tar.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cifar-10-python.tar.gz"):
+        load_cifar(not_tar, split="test", num_classes=10)
+
+
+# ----------------------------------------------------------------------------- image folder
+
+
+def _write(path: Path, rgb_or_gray: np.ndarray) -> None:
+    img = rgb_or_gray
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+    assert cv2.imwrite(str(path), img)
+
+
+def test_load_image_folder(tmp_path: Path, rng: np.random.Generator) -> None:
+    root = tmp_path / "imgs"
+    for name in ("zebra", "ant", "cat"):
+        (root / name).mkdir(parents=True)
+    # An image whose shorter side already equals `resize`: the crop is an exact slice.
+    exact = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    _write(root / "ant" / "a_exact.png", exact)
+    _write(root / "ant" / "b_gray.png", rng.integers(0, 256, (30, 17), dtype=np.uint8))
+    _write(root / "cat" / "c_rgba.png", rng.integers(0, 256, (25, 40, 4), dtype=np.uint8))
+    _write(root / "cat" / "d.jpg", rng.integers(0, 256, (64, 48, 3), dtype=np.uint8))
+    _write(root / "zebra" / "e.JPG", rng.integers(0, 256, (9, 9, 3), dtype=np.uint8))
+    (root / "zebra" / "notes.txt").write_text("not an image")
+    ds = load_image_folder(root, size=8, resize=12)
+    assert ds.class_names == ("ant", "cat", "zebra")
+    np.testing.assert_array_equal(ds.labels, [0, 0, 1, 1, 2])
+    assert ds.images.shape == (5, 8, 8, 3) and ds.images.dtype == np.uint8
+    top, left = int(round((12 - 8) / 2)), int(round((20 - 8) / 2))
+    np.testing.assert_array_equal(ds.images[0], exact[top:top + 8, left:left + 8])
+    gray = ds.images[1]
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+    assert ds.mean == (0.485, 0.456, 0.406)
+    default = load_image_folder(root, size=7)  # resize = round(7 * 256 / 224) = 8
+    assert default.images.shape == (5, 7, 7, 3)
+    subset = load_image_folder(root, size=8, resize=12, class_names=["zebra", "ant"])
+    np.testing.assert_array_equal(subset.labels, [0, 1, 1])
+
+
+def test_load_image_folder_errors(tmp_path: Path, rng: np.random.Generator) -> None:
+    with pytest.raises(FileNotFoundError, match="missing_root"):
+        load_image_folder(tmp_path / "missing_root", size=8)
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "empty").mkdir()
+    _write(root / "a" / "ok.png", rng.integers(0, 256, (10, 10, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        load_image_folder(root, size=8)
+    (root / "empty").rmdir()
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        load_image_folder(root, size=8)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_image_folder(root, size=8, class_names=["a", "nope"])
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -283,6 +436,10 @@ def test_batches_thread_stops_on_close_and_gc(rng: np.random.Generator) -> None:
 
 # ----------------------------------------------------------------------------- augmentation
 
+# Jitted once per shape (eager dispatch would compile every primitive separately).
+_cifar_params = jax.jit(cifar_augment_params, static_argnums=1)
+_imagenet_params = jax.jit(imagenet_augment_params, static_argnums=(1, 2, 3))
+
 
 def test_augment_cifar_matches_numpy(rng: np.random.Generator) -> None:
     x = rng.integers(1, 256, (16, 32, 32, 3), dtype=np.uint8)
@@ -291,7 +448,7 @@ def test_augment_cifar_matches_numpy(rng: np.random.Generator) -> None:
     assert out.shape == x.shape and out.dtype == jnp.uint8
     np.testing.assert_array_equal(out, augment_cifar(key, x))
     assert not np.array_equal(out, augment_cifar(jax.random.fold_in(key, 1), x))
-    offsets, flips = map(np.asarray, cifar_augment_params(key, 16))
+    offsets, flips = map(np.asarray, _cifar_params(key, 16))
     padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
     for i in range(16):
         top, left = offsets[i]
@@ -308,11 +465,25 @@ def test_augment_imagenet(rng: np.random.Generator) -> None:
     out = augment_imagenet(key, x, 24)
     assert out.shape == (6, 24, 24, 3) and out.dtype == jnp.uint8
     np.testing.assert_array_equal(out, augment_imagenet(key, x, 24))
-    boxes, flips = map(np.asarray, imagenet_augment_params(key, 6, 40, 56))
+    boxes, flips = map(np.asarray, _imagenet_params(key, 6, 40, 56))
     top, left, h, w = boxes.T
     assert (top >= 0).all() and (left >= 0).all()
     assert (top + h <= 40).all() and (left + w <= 56).all() and (h > 0).all() and (w > 0).all()
-    # A constant image stays constant; a float input keeps its dtype.
-    const = np.full((2, 40, 56, 3), 77, np.uint8)
-    np.testing.assert_array_equal(augment_imagenet(key, const, 16), 77)
-    assert augment_imagenet(key, x.astype(np.float32), 16).dtype == jnp.float32
+    # Reference: OpenCV's bilinear resize (half-pixel centres, no antialiasing) of each box.
+    for i in range(6):
+        crop = x[i, top[i]:top[i] + h[i], left[i]:left[i] + w[i]].astype(np.float32)
+        ref = cv2.resize(crop, (24, 24), interpolation=cv2.INTER_LINEAR)
+        if flips[i]:
+            ref = ref[:, ::-1]
+        np.testing.assert_allclose(np.asarray(out[i], np.float32), ref, atol=1.01)
+    # A constant image stays constant (same shapes: no recompilation).
+    np.testing.assert_array_equal(augment_imagenet(key, np.full_like(x, 77), 24), 77)
+
+
+def test_augment_imagenet_scale_and_ratio_distribution() -> None:
+    boxes, flips = map(np.asarray, _imagenet_params(jax.random.key(0), 4000, 100, 100))
+    area = boxes[:, 2] * boxes[:, 3] / 1e4
+    ratio = boxes[:, 3] / boxes[:, 2]
+    assert 0.07 <= area.min() and area.max() <= 1.0 and 0.45 < area.mean() < 0.62
+    assert 0.7 < ratio.min() and ratio.max() < 1.4
+    assert 0.45 < flips.mean() < 0.55

@@ -281,9 +281,10 @@ def cifar_augment_params(key: jax.Array, batch_size: int,
       ``offsets`` (B, 2) int32: the crop's (top, left) corner in the padded image, in
       ``[0, 2 * pad]``; and ``flips`` (B,) bool: whether the crop is mirrored left-right.
     """
-    k_off, k_flip = jax.random.split(key)
-    offsets = jax.random.randint(k_off, (batch_size, 2), 0, 2 * pad + 1, dtype=jnp.int32)
-    flips = jax.random.bernoulli(k_flip, 0.5, (batch_size,))
+    # One draw (a single threefry expansion keeps compilation fast) for all choices.
+    u = jax.random.uniform(key, (batch_size, 3))
+    offsets = jnp.minimum(jnp.floor(u[:, :2] * (2 * pad + 1)), 2 * pad).astype(jnp.int32)
+    flips = u[:, 2] < 0.5
     return offsets, flips
 
 
@@ -335,11 +336,11 @@ def imagenet_augment_params(key: jax.Array, batch_size: int, height: int, width:
     Returns:
       ``boxes`` (B, 4) int32 ``(top, left, crop_height, crop_width)`` and ``flips`` (B,) bool.
     """
-    k_area, k_ratio, k_top, k_left, k_flip = jax.random.split(key, 5)
-    shape = (batch_size, attempts)
-    area = height * width * jax.random.uniform(k_area, shape, minval=scale[0], maxval=scale[1])
-    log_r = jax.random.uniform(k_ratio, shape, minval=math.log(ratio[0]),
-                               maxval=math.log(ratio[1]))
+    # One draw (a single threefry expansion keeps compilation fast) for all choices.
+    u = jax.random.uniform(key, (batch_size, 2 * attempts + 3))
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:, :attempts])
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    log_r = lo + (hi - lo) * u[:, attempts:2 * attempts]
     aspect = jnp.exp(log_r)
     cw = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
     ch = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
@@ -348,9 +349,8 @@ def imagenet_augment_params(key: jax.Array, batch_size: int, height: int, width:
     found = jnp.any(ok, axis=1)
     rows = jnp.arange(batch_size)
     cw, ch = cw[rows, first], ch[rows, first]
-    top = jnp.floor(jax.random.uniform(k_top, (batch_size,)) * (height - ch + 1)).astype(jnp.int32)
-    left = jnp.floor(jax.random.uniform(k_left, (batch_size,)) * (width - cw + 1)
-                     ).astype(jnp.int32)
+    top = jnp.minimum(jnp.floor(u[:, -3] * (height - ch + 1)), height - ch).astype(jnp.int32)
+    left = jnp.minimum(jnp.floor(u[:, -2] * (width - cw + 1)), width - cw).astype(jnp.int32)
     # torchvision's fallback: the whole image, clamped to the ratio range, centred.
     in_ratio = width / height
     if in_ratio < ratio[0]:
@@ -362,17 +362,21 @@ def imagenet_augment_params(key: jax.Array, batch_size: int, height: int, width:
     ft, fl = (height - fh) // 2, (width - fw) // 2
     boxes = jnp.stack([jnp.where(found, top, ft), jnp.where(found, left, fl),
                        jnp.where(found, ch, fh), jnp.where(found, cw, fw)], axis=1)
-    flips = jax.random.bernoulli(k_flip, 0.5, (batch_size,))
+    flips = u[:, -1] < 0.5
     return boxes.astype(jnp.int32), flips
 
 
 def _resize_crop(img: jax.Array, box: jax.Array, out_size: int) -> jax.Array:
-    """Bilinear (half-pixel centres, edge clamped) resize of ``img[box]`` to out_size^2."""
+    """Bilinear resize of the crop ``img[box]`` to out_size^2, as crop-then-resize does.
+
+    Half-pixel centres, sample positions clamped to the crop's edge pixels (OpenCV's and
+    torchvision's ``INTER_LINEAR`` / bilinear without antialiasing).
+    """
     h, w = img.shape[:2]
     top, left, ch, cw = (box[i].astype(jnp.float32) for i in range(4))
     grid = jnp.arange(out_size, dtype=jnp.float32) + 0.5
-    ys = jnp.clip(top + grid * ch / out_size - 0.5, 0.0, h - 1.0)
-    xs = jnp.clip(left + grid * cw / out_size - 0.5, 0.0, w - 1.0)
+    ys = jnp.clip(top + grid * ch / out_size - 0.5, top, top + ch - 1.0)
+    xs = jnp.clip(left + grid * cw / out_size - 0.5, left, left + cw - 1.0)
     y0 = jnp.floor(ys).astype(jnp.int32)
     x0 = jnp.floor(xs).astype(jnp.int32)
     y1 = jnp.minimum(y0 + 1, h - 1)
