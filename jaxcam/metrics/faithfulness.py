@@ -155,11 +155,19 @@ def _curve(score_fn: ScoreFn, start: jax.Array, finish: jax.Array, ranks: jax.Ar
     return jnp.moveaxis(scores, 0, -1)
 
 
-def _as_baseline(baseline: float | jax.Array, images: jax.Array) -> jax.Array:
-    return jnp.broadcast_to(jnp.asarray(baseline, images.dtype), images.shape)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _perturbation_curve(score_fn: ScoreFn, steps: int, batch_size: int | None, insertion: bool,
+                        images: jax.Array, maps: jax.Array,
+                        baseline: jax.Array | None) -> jax.Array:
+    """Deletion (``insertion=False``) or insertion curve; ``baseline=None`` is RISE's blur."""
+    if baseline is None:
+        baseline = rise_blur(images)
+    baseline = jnp.broadcast_to(baseline.astype(images.dtype), images.shape)
+    start, finish = (baseline, images) if insertion else (images, baseline)
+    counts = _counts(maps.shape[1] * maps.shape[2], steps)
+    return _curve(score_fn, start, finish, saliency_ranks(maps), counts, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "steps", "batch_size"))
 def deletion_curve(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *, steps: int = 50,
                    baseline: float | jax.Array = 0.0, batch_size: int | None = 8) -> jax.Array:
     """RISE's deletion curve: the score as the most salient pixels are removed.
@@ -168,7 +176,8 @@ def deletion_curve(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *, ste
     pixels (all channels) are replaced by ``baseline``; point 0 is the image itself, the last
     point the baseline. Pixels are ordered by :func:`saliency_ranks` (stable, ties in row-major
     order). The ``steps + 1`` scores of a batch come from ``vmap`` over steps, ``batch_size`` steps
-    at a time (``jax.lax.map``), each step one ``score_fn`` call on all ``B`` images.
+    at a time (``jax.lax.map``), each step one ``score_fn`` call on all ``B`` images. Jitted, with
+    ``score_fn``, ``steps`` and ``batch_size`` static.
 
     Reference: Petsiuk et al., "RISE", BMVC 2018 (deletion with a zero substrate and the softmax
     probability of the class; torchcam's ``DeletionInsertionMetric`` is the same curve).
@@ -187,12 +196,11 @@ def deletion_curve(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *, ste
         ``(B, steps + 1)`` float scores; x positions are :func:`curve_fractions`.
     """
     images, maps = check_images_maps(images, maps)
-    counts = _counts(maps.shape[1] * maps.shape[2], steps)
-    return _curve(score_fn, images, _as_baseline(baseline, images), saliency_ranks(maps), counts,
-                  batch_size)
+    _counts(1, steps)  # checks steps
+    return _perturbation_curve(score_fn, int(steps), batch_size, False, images, maps,
+                               jnp.asarray(baseline, images.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "steps", "batch_size"))
 def insertion_curve(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *, steps: int = 50,
                     baseline: float | jax.Array | None = None,
                     batch_size: int | None = 8) -> jax.Array:
@@ -218,9 +226,9 @@ def insertion_curve(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *, st
         ``(B, steps + 1)`` float scores; x positions are :func:`curve_fractions`.
     """
     images, maps = check_images_maps(images, maps)
-    start = rise_blur(images) if baseline is None else _as_baseline(baseline, images)
-    counts = _counts(maps.shape[1] * maps.shape[2], steps)
-    return _curve(score_fn, start, images, saliency_ranks(maps), counts, batch_size)
+    _counts(1, steps)  # checks steps
+    start = None if baseline is None else jnp.asarray(baseline, images.dtype)
+    return _perturbation_curve(score_fn, int(steps), batch_size, True, images, maps, start)
 
 
 def auc(curve: jax.Array, fractions: jax.Array | None = None) -> jax.Array:

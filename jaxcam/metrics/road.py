@@ -21,8 +21,8 @@ pixels were removed. Definitions follow pytorch-grad-cam 1.5.7 (``metrics/road.p
   percentiles ``10, 20, ..., 90``, and ``ROADCombined`` is ``(LeRF - MoRF) / 2``.
 
 The system is solved here in JAX for all images and channels at once (``vmap`` of a
-Jacobi-preconditioned conjugate gradient, ``jax.scipy.sparse.linalg.cg``, whose matrix-vector
-product is an 8-neighbour stencil), not by scipy one image at a time. The matrix restricted to the
+Jacobi-preconditioned conjugate gradient whose matrix-vector product is an 8-neighbour stencil),
+not by scipy one image at a time. The matrix restricted to the
 removed pixels is a principal submatrix of a weighted graph Laplacian, symmetric positive definite
 whenever at least one pixel is kept.
 """
@@ -30,7 +30,7 @@ whenever at least one pixel is kept.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,34 @@ def _neighbour_sum(x: jax.Array) -> jax.Array:
     return total
 
 
+def _pcg(matvec: Callable[[jax.Array], jax.Array], rhs: jax.Array, x0: jax.Array,
+         precondition: Callable[[jax.Array], jax.Array], tol: float, maxiter: int) -> jax.Array:
+    """Preconditioned conjugate gradient until ``||r|| <= tol ||rhs||`` or ``maxiter`` steps.
+
+    A plain ``lax.while_loop`` (under ``vmap`` each system stops on its own residual); lighter to
+    compile than ``jax.scipy.sparse.linalg.cg``, which gives the same iterates.
+    """
+    r = rhs - matvec(x0)
+    z = precondition(r)
+    threshold = tol * tol * jnp.vdot(rhs, rhs)
+
+    def not_done(state: tuple) -> jax.Array:
+        _, r, _, _, k = state
+        return (jnp.vdot(r, r) > threshold) & (k < maxiter)
+
+    def step(state: tuple) -> tuple:
+        x, r, p, rz, k = state
+        ap = matvec(p)
+        alpha = rz / jnp.vdot(p, ap)
+        x, r = x + alpha * p, r - alpha * ap
+        z = precondition(r)
+        rz_next = jnp.vdot(r, z)
+        return x, r, z + (rz_next / rz) * p, rz_next, k + 1
+
+    x, *_ = jax.lax.while_loop(not_done, step, (x0, r, z, jnp.vdot(r, z), 0))
+    return x
+
+
 def _solve_channel(values: jax.Array, removed: jax.Array, tol: float,
                    maxiter: int) -> jax.Array:
     """One channel ``(H, W)``: removed pixels solved for, kept ones unchanged."""
@@ -79,13 +107,10 @@ def _solve_channel(values: jax.Array, removed: jax.Array, tol: float,
         return removed * (degree * x - _neighbour_sum(removed * x))
 
     rhs = removed * _neighbour_sum(kept * values)
-    x0 = rhs / degree
-    solution, _ = jax.scipy.sparse.linalg.cg(matvec, rhs, x0=x0, tol=tol, atol=0.0,
-                                             maxiter=maxiter, M=lambda r: r / degree)
+    solution = _pcg(matvec, rhs, rhs / degree, lambda r: r / degree, tol, maxiter)
     return kept * values + removed * solution
 
 
-@functools.partial(jax.jit, static_argnames=("noise", "tol", "maxiter"))
 def noisy_linear_imputation(images: jax.Array, keep: jax.Array, *, noise: float = 0.01,
                             key: jax.Array | None = None, tol: float = 1e-6,
                             maxiter: int | None = None) -> jax.Array:
@@ -120,16 +145,20 @@ def noisy_linear_imputation(images: jax.Array, keep: jax.Array, *, noise: float 
         raise ValueError(f"expected images (B, H, W, C) and keep (B, H, W), got {images.shape} "
                          f"and {keep.shape}")
     h, w = keep.shape[1:]
-    maxiter = 10 * (h + w) + 100 if maxiter is None else maxiter
+    maxiter = 10 * (h + w) + 100 if maxiter is None else int(maxiter)
+    key = jax.random.key(0) if key is None else key
+    return _impute(float(tol), maxiter, images, keep, jnp.asarray(noise, jnp.float32), key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _impute(tol: float, maxiter: int, images: jax.Array, keep: jax.Array, noise: jax.Array,
+            key: jax.Array) -> jax.Array:
     removed = ~keep
     solve = functools.partial(_solve_channel, tol=tol, maxiter=maxiter)
     per_channel = jax.vmap(solve, in_axes=(2, None), out_axes=2)  # (H, W, C), (H, W)
     imputed = jax.vmap(per_channel)(images, removed)
-    if noise:  # a Python number: static
-        key = jax.random.key(0) if key is None else key
-        eps = jax.random.normal(key, images.shape, jnp.float32)
-        imputed = imputed + noise * removed[..., None] * eps
-    return imputed
+    eps = jax.random.normal(key, images.shape, jnp.float32)
+    return imputed + noise * removed[..., None] * eps
 
 
 def _numpy_percentile(sorted_values: jax.Array, q: float) -> jax.Array:
@@ -170,7 +199,11 @@ def road_keep_masks(maps: jax.Array, percentiles: Sequence[float], *,
         ``(P, B, H, W)`` bool, True where kept.
     """
     maps = jnp.asarray(maps, jnp.float32)
-    values = maps if most_relevant_first else 1.0 - maps
+    return _keep_masks(maps if most_relevant_first else 1.0 - maps, percentiles)
+
+
+def _keep_masks(values: jax.Array, percentiles: Sequence[float]) -> jax.Array:
+    """``values < np.percentile(values, p)`` per image and percentile, ``(P, B, H, W)``."""
     b = values.shape[0]
     sorted_values = jnp.sort(values.reshape(b, -1), axis=-1)
     masks = []
@@ -182,13 +215,12 @@ def road_keep_masks(maps: jax.Array, percentiles: Sequence[float], *,
     return jnp.stack(masks)
 
 
-def _road(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, percentiles: tuple[float, ...],
-          most_relevant_first: bool, noise: float, key: jax.Array | None, return_diff: bool,
-          batch_size: int | None, tol: float) -> jax.Array:
-    images, maps = check_images_maps(images, maps)
-    percentiles = tuple(percentiles)
-    keep = road_keep_masks(maps, percentiles, most_relevant_first=most_relevant_first)
-    key = jax.random.key(0) if key is None else key
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _road(score_fn: ScoreFn, percentiles: tuple[float, ...], return_diff: bool,
+          batch_size: int | None, tol: float, images: jax.Array, maps: jax.Array,
+          most_relevant_first: jax.Array, noise: jax.Array, key: jax.Array) -> jax.Array:
+    # MoRF ranks the map, LeRF ``1 - map``; a traced flag lets both share one compilation.
+    keep = _keep_masks(jnp.where(most_relevant_first, maps, 1.0 - maps), percentiles)
     keys = jax.random.split(key, len(percentiles))
 
     def percentile_scores(args: tuple[jax.Array, jax.Array]) -> jax.Array:
@@ -202,10 +234,18 @@ def _road(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, percentiles: tu
     return jnp.moveaxis(scores, 0, -1)
 
 
-_STATIC = ("score_fn", "percentiles", "noise", "return_diff", "batch_size", "tol")
+def _road_call(score_fn: ScoreFn, images: jax.Array, maps: jax.Array,
+               percentiles: Sequence[float], most_relevant_first: bool, noise: float,
+               key: jax.Array | None, return_diff: bool, batch_size: int | None,
+               tol: float) -> jax.Array:
+    """Normalises the arguments so that every entry point shares one compiled computation."""
+    images, maps = check_images_maps(images, maps)
+    key = jax.random.key(0) if key is None else key
+    return _road(score_fn, tuple(float(p) for p in percentiles), bool(return_diff), batch_size,
+                 float(tol), images, maps, jnp.asarray(bool(most_relevant_first)),
+                 jnp.asarray(noise, jnp.float32), key)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
 def road_morf(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
               percentiles: Sequence[float] = DEFAULT_PERCENTILES, noise: float = 0.01,
               key: jax.Array | None = None, return_diff: bool = True,
@@ -215,7 +255,8 @@ def road_morf(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
     At percentile ``p`` the pixels with ``map >= np.percentile(map, p)`` (the most relevant
     ``100 - p`` percent) are imputed (:func:`noisy_linear_imputation`) and the model scores the
     result. A faithful map makes the score fall fast: lower is better. pytorch-grad-cam's
-    ``ROADMostRelevantFirstAverage`` is ``road_morf(...).mean(-1)``.
+    ``ROADMostRelevantFirstAverage`` is ``road_morf(...).mean(-1)``. Jitted (``score_fn``,
+    ``percentiles``, ``return_diff``, ``batch_size`` and ``tol`` static).
 
     Reference: Rong et al., ICML 2022.
 
@@ -224,7 +265,7 @@ def road_morf(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
             use the softmax probability, ``ClassifierOutputSoftmaxTarget``).
         images: ``(B, H, W, C)``.
         maps: ``(B, H, W)`` maps at the images' size.
-        percentiles: static tuple of percentiles.
+        percentiles: percentiles in ``[0, 100]``.
         noise: imputation noise std (0.01 as pytorch-grad-cam; 0 for none).
         key: PRNG key for the noise (``None``: ``jax.random.key(0)``); split per percentile.
         return_diff: report ``score(imputed) - score(image)`` (pytorch-grad-cam's default), else
@@ -235,11 +276,10 @@ def road_morf(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
     Returns:
         ``(B, P)`` scores, one column per percentile.
     """
-    return _road(score_fn, images, maps, percentiles, True, noise, key, return_diff, batch_size,
-                 tol)
+    return _road_call(score_fn, images, maps, percentiles, True, noise, key, return_diff,
+                      batch_size, tol)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
 def road_lerf(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
               percentiles: Sequence[float] = DEFAULT_PERCENTILES, noise: float = 0.01,
               key: jax.Array | None = None, return_diff: bool = True,
@@ -255,8 +295,8 @@ def road_lerf(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
     Returns:
         ``(B, P)`` scores, one column per percentile.
     """
-    return _road(score_fn, images, maps, percentiles, False, noise, key, return_diff,
-                 batch_size, tol)
+    return _road_call(score_fn, images, maps, percentiles, False, noise, key, return_diff,
+                      batch_size, tol)
 
 
 def road_combined(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
@@ -276,7 +316,8 @@ def road_combined(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
     """
     key = jax.random.key(0) if key is None else key
     key_lerf, key_morf = jax.random.split(key)
-    common = dict(percentiles=tuple(percentiles), noise=noise, batch_size=batch_size, tol=tol)
-    lerf = road_lerf(score_fn, images, maps, key=key_lerf, **common)
-    morf = road_morf(score_fn, images, maps, key=key_morf, **common)
+    lerf = _road_call(score_fn, images, maps, percentiles, False, noise, key_lerf, True,
+                      batch_size, tol)
+    morf = _road_call(score_fn, images, maps, percentiles, True, noise, key_morf, True,
+                      batch_size, tol)
     return (jnp.mean(lerf, -1) - jnp.mean(morf, -1)) / 2

@@ -138,10 +138,16 @@ def ssim(maps_a: jax.Array, maps_b: jax.Array, *, data_range: float = 1.0, sigma
         raise ValueError(f"maps {maps_a.shape[1:]} are smaller than the SSIM window "
                          f"({window.shape[0]} px)")
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mu_a, mu_b = _filter_valid(maps_a, window), _filter_valid(maps_b, window)
-    var_a = _filter_valid(maps_a * maps_a, window) - mu_a * mu_a
-    var_b = _filter_valid(maps_b * maps_b, window) - mu_b * mu_b
-    cov = _filter_valid(maps_a * maps_b, window) - mu_a * mu_b
+    # Moments of the maps less their global means (shift-invariant), so that E[x^2] - E[x]^2
+    # does not cancel catastrophically in float32; the means are added back to mu.
+    mean_a = jnp.mean(maps_a, axis=(1, 2), keepdims=True)
+    mean_b = jnp.mean(maps_b, axis=(1, 2), keepdims=True)
+    a, b = maps_a - mean_a, maps_b - mean_b
+    da, db = _filter_valid(a, window), _filter_valid(b, window)
+    var_a = _filter_valid(a * a, window) - da * da
+    var_b = _filter_valid(b * b, window) - db * db
+    cov = _filter_valid(a * b, window) - da * db
+    mu_a, mu_b = da + mean_a, db + mean_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
          / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)))
     return jnp.mean(s, axis=(1, 2))
