@@ -146,7 +146,12 @@ class Progress:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self._mark: tuple[float, int] | None = None
+        self._drawn = time.perf_counter()
         self.images_per_s = float("nan")
+
+    def due(self, every: float = 1.0) -> bool:
+        """Whether the line was last drawn more than ``every`` seconds ago (and is enabled)."""
+        return self.enabled and time.perf_counter() - self._drawn > every
 
     @property
     def started(self) -> bool:
@@ -165,6 +170,7 @@ class Progress:
             self._mark = (now, step)
         if not self.enabled:
             return
+        self._drawn = time.perf_counter()
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         if in_epoch == 0 and step:
             epoch, in_epoch = epoch - 1, self.steps_per_epoch

@@ -13,16 +13,17 @@ checkpoint at the exact step and reproduces the uninterrupted run.
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import functools
+import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -34,123 +35,22 @@ from msdnet_flax.checkpoint import (
     save_checkpoint,
     unflatten_into,
 )
-from msdnet_flax.data import ArrayDataset, augment_cifar, augment_imagenet, batches, normalize
+from msdnet_flax.data import ArrayDataset, batches
 from msdnet_flax.model import MSDNet
 from msdnet_flax.runlog import Meter, Progress, RunLog
 from msdnet_flax.train_config import TrainConfig
+from msdnet_flax.train_step import TrainState, make_optimizer, make_schedule, make_train_step
 
 __all__ = ["TrainConfig", "TrainState", "train", "make_optimizer", "make_schedule",
            "make_train_step", "main"]
 
 # Fields that may change between a run and its resumption without changing the result.
 _RESUMABLE_CHANGES = {"out_dir", "log_every", "checkpoint_every", "keep", "devices", "validate",
-                      "progress", "fast_conv_grads"}
-
-
-class TrainState(NamedTuple):
-    """Everything a step updates: ``nnx.State`` of the parameters and BatchNorm statistics, and
-    the optax state."""
-
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-
-
-def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
-    """The learning rate per step.
-
-    ``'step'``: ``lr``, x0.1 from epoch ``ceil(0.5 * epochs)``, x0.01 from ``ceil(0.75 * epochs)``
-    (kalviny's ``epoch >= epochs * 0.5`` rule); ``'cosine'``: ``lr/2 (1 + cos(pi t / T))`` per
-    step. ``warmup_steps`` > 0 prepends a linear ramp from 0.
-    """
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "step":
-        bounds = {math.ceil(f * cfg.epochs) * steps_per_epoch: 0.1 for f in (0.5, 0.75)}
-        main = optax.piecewise_constant_schedule(cfg.lr, bounds)
-    else:
-        main = optax.cosine_decay_schedule(cfg.lr, max(total - cfg.warmup_steps, 1))
-    if not cfg.warmup_steps:
-        return main
-    warm = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
-    if cfg.schedule == "step":  # the boundaries stay at their epochs
-        return lambda t: jnp.where(t < cfg.warmup_steps, warm(t), main(t))
-    return optax.join_schedules([warm, main], [cfg.warmup_steps])
-
-
-def _kernel_mask(params: Any) -> Any:
-    """True on convolution and linear kernels (no BatchNorm scale/bias, no linear bias)."""
-    def is_kernel(path: Sequence[Any], _: Any) -> bool:
-        return any(getattr(entry, "key", None) == "kernel" for entry in path)
-    return jax.tree_util.tree_map_with_path(is_kernel, params)
-
-
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """PyTorch's SGD: ``g + weight_decay * w`` into (Nesterov) momentum, scaled by the schedule.
-
-    ``decay_all`` decays every parameter, as kalviny's ``SGD(model.parameters(), ...)`` does;
-    otherwise only convolution and linear kernels.
-    """
-    return optax.chain(
-        optax.add_decayed_weights(cfg.weight_decay, mask=None if cfg.decay_all else _kernel_mask),
-        optax.sgd(make_schedule(cfg, steps_per_epoch), momentum=cfg.momentum,
-                  nesterov=cfg.nesterov))
-
-
-def _loss_fn(graphdef: nnx.GraphDef) -> Callable:
-    def loss_fn(params, batch_stats, x, labels):
-        model = nnx.merge(graphdef, params, batch_stats, copy=True)
-        logits = model(x)
-        exit_loss = jnp.stack([
-            optax.softmax_cross_entropy_with_integer_labels(lg, labels).mean() for lg in logits])
-        exit_acc = jnp.stack([jnp.mean(jnp.argmax(lg, -1) == labels) for lg in logits])
-        return exit_loss.sum(), (nnx.state(model, nnx.BatchStat), exit_loss, exit_acc)
-    return loss_fn
-
-
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *,
-                    mean: Sequence[float], std: Sequence[float], mesh: Mesh, augment: bool = True,
-                    fast_conv_grads: bool = True) -> Callable:
-    """The jitted data-parallel step ``(state, images, labels, key) -> (state, metrics)``.
-
-    Args:
-      graphdef: the model's graph in training mode (``nnx.split(model, nnx.Param,
-        nnx.BatchStat)``).
-      optimizer: from :func:`make_optimizer`.
-      mean: normalisation mean (the [0, 1] scale).
-      std: normalisation standard deviation.
-      mesh: a mesh with a ``'data'`` axis; images and labels are sharded on it, the state is
-        replicated.
-      augment: apply ``augment_cifar(key, images)`` first (``augment_imagenet`` at the same
-        size for images larger than 64x64).
-      fast_conv_grads: compute strided convolutions' input gradients with
-        ``jaxcam``'s rewrite, several times faster on XLA:CPU.
-
-    Returns:
-      ``step(state, images_uint8, labels, key)`` returning the new :class:`TrainState` (the old
-      one is donated) and ``{'loss', 'exit_loss' (K,), 'exit_acc' (K,)}``.
-    """
-    loss_fn = _loss_fn(graphdef)
-    if fast_conv_grads:
-        from jaxcam._fast_conv_grad import fast_strided_conv_grads
-        loss_fn = fast_strided_conv_grads(loss_fn)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def step(state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array):
-        if augment and images.shape[1] <= 64:
-            images = augment_cifar(key, images)
-        elif augment:  # ImageNet-sized inputs: random resized crop and flip
-            images = augment_imagenet(key, images, out_size=images.shape[1])
-        x = normalize(images, mean, std)
-        (loss, (batch_stats, exit_loss, exit_acc)), grads = grad_fn(
-            state.params, state.batch_stats, x, labels)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "exit_loss": exit_loss, "exit_acc": exit_acc}
-        return TrainState(params, batch_stats, opt_state), metrics
-
-    replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(step, in_shardings=(replicated, data, data, replicated),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
+                      "progress", "fast_conv_grads", "max_steps"}
+# Fields the compiled step does not depend on.
+_NOT_IN_STEP = _RESUMABLE_CHANGES - {"fast_conv_grads"} | {
+    "data", "data_path", "n_train", "n_val", "n_test", "difficulty", "data_seed", "holdout",
+    "seed"}
 
 
 def _check_resumable(cfg: TrainConfig, saved: dict[str, Any] | None) -> None:
@@ -171,6 +71,144 @@ def _validate(model: MSDNet, data: ArrayDataset, mean, std, batch_size: int) -> 
     return (logits.argmax(-1) == data.labels[None]).mean(axis=1).tolist()
 
 
+def _step_settings(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the fields the compiled step does not depend on reset (a cache key)."""
+    return dataclasses.replace(cfg, **{f.name: f.default for f in dataclasses.fields(cfg)
+                                       if f.name in _NOT_IN_STEP})
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_step(graphdef: nnx.GraphDef, cfg: TrainConfig, steps_per_epoch: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], devices: tuple) -> Callable:
+    """The jitted step, shared by the ``train`` calls of one process (no recompilation when a
+    run is resumed or repeated in the same process)."""
+    mesh = Mesh(np.asarray(devices), ("data",))
+    return make_train_step(graphdef, make_optimizer(cfg, steps_per_epoch), mean=mean, std=std,
+                           mesh=mesh, augment=cfg.augment, fast_conv_grads=cfg.fast_conv_grads)
+
+
+class _Run:
+    """One training run's state and bookkeeping (see :func:`train`)."""
+
+    def __init__(self, cfg: TrainConfig, train_ds: ArrayDataset, val_ds: ArrayDataset | None):
+        self.cfg, self.train_ds, self.val_ds = cfg, train_ds, val_ds
+        model_config = cfg.model_config(train_ds.num_classes)
+        devices = jax.local_devices()[:cfg.devices or None]
+        if cfg.batch_size % len(devices):
+            raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the "
+                             f"{len(devices)} devices it is sharded over (set devices or "
+                             f"batch_size)")
+        self.steps_per_epoch = len(train_ds) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(train_ds)} training images make no batch of "
+                             f"{cfg.batch_size}")
+        mesh = Mesh(np.asarray(devices), ("data",))
+        self.data_sharding = NamedSharding(mesh, P("data"))
+        optimizer = make_optimizer(cfg, self.steps_per_epoch)  # for its state's structure
+        self.schedule = make_schedule(cfg, self.steps_per_epoch)
+        self.ckpt_dir = Path(cfg.out_dir) / "checkpoints"
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+
+        latest = latest_checkpoint(self.ckpt_dir)
+        meter_state, self.step = None, 0
+        if latest is not None:
+            arrays, meta = read_checkpoint(latest)
+            _check_resumable(cfg, meta["train_config"])
+            model = model_from_arrays(model_config, arrays, train=True)
+            self.step = int(meta["step"])
+            meter_state = meta["extra"].get("meter")
+        else:
+            model = MSDNet(model_config, rngs=nnx.Rngs(cfg.seed))
+            model.train()
+        self.graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        opt_state = optimizer.init(params)
+        if latest is not None:
+            opt_state = unflatten_into(opt_state, arrays, "opt_state")
+        self.state = jax.device_put(TrainState(params, batch_stats, opt_state),
+                                    NamedSharding(mesh, P()))
+        self.train_step = _cached_step(self.graphdef, _step_settings(cfg), self.steps_per_epoch,
+                                       tuple(train_ds.mean), tuple(train_ds.std), tuple(devices))
+        self.meter = Meter(model_config.n_blocks, meter_state)
+        self.log = RunLog(Path(cfg.out_dir) / "log.jsonl", resume_step=self.step)
+        self.progress = Progress(self.steps_per_epoch * cfg.epochs, self.steps_per_epoch,
+                                 cfg.batch_size, enabled=cfg.progress)
+        self.base_key = jax.random.key(cfg.seed)
+        self.last_epoch_record: dict[str, Any] | None = None
+
+    def model(self, train: bool) -> MSDNet:
+        model = nnx.merge(self.graphdef, self.state.params, self.state.batch_stats)
+        if not train:
+            model.eval()
+        return model
+
+    def checkpoint(self, epoch: int) -> None:
+        save_checkpoint(
+            self.ckpt_dir, self.model(train=True), step=self.step, epoch=epoch,
+            mean=self.train_ds.mean, std=self.train_ds.std,
+            class_names=self.train_ds.class_names, train_config=self.cfg,
+            opt_state=self.state.opt_state, extra={"meter": self.meter.state_dict()},
+            keep=self.cfg.keep)
+
+    def after_step(self, epoch: int, metrics: dict[str, jax.Array]) -> None:
+        cfg, step = self.cfg, self.step
+        self.meter.add(metrics)
+        if step % cfg.log_every == 0:
+            record = {"kind": "step", "step": step, "epoch": epoch,
+                      "lr": float(self.schedule(step - 1)), **self.meter.mean("log")}
+            self.progress.update(step, self.meter.last)
+            self.log.write({**record, "images_per_s": self.progress.images_per_s,
+                            "time": time.time()})
+        elif self.meter.pending >= 50 or self.progress.due():
+            self.meter.fetch()
+            self.progress.update(step, self.meter.last)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 \
+                and step % self.steps_per_epoch:
+            self.checkpoint(epoch)
+
+    def run_epoch(self, epoch: int) -> bool:
+        """Train (the rest of) ``epoch``; False if ``max_steps`` stopped it before its end."""
+        cfg = self.cfg
+        start, timed_from = time.perf_counter(), self.step
+        if self.progress.started:
+            self.progress.start(self.step)
+        for images, labels in batches(self.train_ds, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                      start_step=self.step - epoch * self.steps_per_epoch,
+                                      sharding=self.data_sharding):
+            self.state, metrics = self.train_step(self.state, images, labels,
+                                                  jax.random.fold_in(self.base_key, self.step))
+            self.step += 1
+            if not self.progress.started:  # the first step compiled: time from here
+                jax.block_until_ready(metrics)
+                self.progress.start(self.step)
+                start, timed_from = time.perf_counter(), self.step
+            self.after_step(epoch, metrics)
+            if cfg.max_steps and self.step >= cfg.max_steps \
+                    and self.step % self.steps_per_epoch:
+                if not (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                    self.checkpoint(epoch)
+                self.progress.newline(f"stopped at step {self.step} (max_steps)")
+                return False
+        self.end_epoch(epoch, (self.step - timed_from) / max(time.perf_counter() - start, 1e-9))
+        return not (cfg.max_steps and self.step >= cfg.max_steps)
+
+    def end_epoch(self, epoch: int, steps_per_s: float) -> None:
+        cfg = self.cfg
+        record = {"kind": "epoch", "step": self.step, "epoch": epoch,
+                  **self.meter.mean("epoch")}
+        self.progress.update(self.step, self.meter.last)
+        if cfg.validate and self.val_ds is not None:
+            record["val_exit_acc"] = _validate(self.model(train=False), self.val_ds,
+                                               self.train_ds.mean, self.train_ds.std,
+                                               max(cfg.batch_size, 256))
+        record.update(images_per_s=steps_per_s * cfg.batch_size, time=time.time())
+        self.log.write(record)
+        self.last_epoch_record = record
+        self.checkpoint(epoch + 1)
+        val = record.get("val_exit_acc")
+        self.progress.newline(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['loss']:.4f}"
+                              + (f", val acc last exit {100 * val[-1]:.2f}%" if val else ""))
+
+
 def train(cfg: TrainConfig, *, splits: dict[str, ArrayDataset | None] | None = None
           ) -> dict[str, Any]:
     """Train (or resume, if ``cfg.out_dir`` holds a checkpoint) until ``cfg.epochs`` are done.
@@ -181,115 +219,28 @@ def train(cfg: TrainConfig, *, splits: dict[str, ArrayDataset | None] | None = N
 
     Args:
       cfg: the run's settings.
-      splits: ``{'train', 'val'}`` data sets to use instead of :func:`sources.load_splits`.
+      splits: ``{'train', 'val'}`` data sets to use instead of ``sources.load_splits(cfg)``.
 
     Returns:
-      ``{'step', 'epoch', 'checkpoint', 'last_epoch'}``, the last epoch record (None if the run was
-      already complete).
+      ``{'step', 'epoch', 'checkpoint', 'last_epoch'}``: the steps done, the epoch the next step
+      belongs to, the latest checkpoint and the last epoch record written by this call (None if
+      there was none).
     """
     if splits is None:
         from msdnet_flax.sources import load_splits
         splits = load_splits(cfg)
-    train_ds, val_ds = splits["train"], splits.get("val")
-    model_config = cfg.model_config(train_ds.num_classes)
-    devices = jax.local_devices()[:cfg.devices or None]
-    if cfg.batch_size % len(devices):
-        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {len(devices)} "
-                         f"devices it is sharded over (set devices or batch_size)")
-    steps_per_epoch = len(train_ds) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_ds)} training images make no batch of {cfg.batch_size}")
-    total = steps_per_epoch * cfg.epochs
-    mesh = Mesh(np.asarray(devices), ("data",))
-    replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    optimizer = make_optimizer(cfg, steps_per_epoch)
-    schedule = make_schedule(cfg, steps_per_epoch)
-    out_dir, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    latest = latest_checkpoint(ckpt_dir)
-    meter_state = None
-    if latest is not None:
-        arrays, meta = read_checkpoint(latest)
-        _check_resumable(cfg, meta["train_config"])
-        model = model_from_arrays(model_config, arrays, train=True)
-        step = int(meta["step"])
-        meter_state = meta["extra"].get("meter")
-    else:
-        model = MSDNet(model_config, rngs=nnx.Rngs(cfg.seed))
-        model.train()
-        step = 0
-    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    opt_state = optimizer.init(params)
-    if latest is not None:
-        opt_state = unflatten_into(opt_state, arrays, "opt_state")
-    state = jax.device_put(TrainState(params, batch_stats, opt_state), replicated)
-    train_step = make_train_step(graphdef, optimizer, mean=train_ds.mean, std=train_ds.std,
-                                 mesh=mesh, augment=cfg.augment,
-                                 fast_conv_grads=cfg.fast_conv_grads)
-
-    meter = Meter(model_config.n_blocks, meter_state)
-    log = RunLog(out_dir / "log.jsonl", resume_step=step)
-    progress = Progress(total, steps_per_epoch, cfg.batch_size, enabled=cfg.progress)
-    base_key = jax.random.key(cfg.seed)
-    last_epoch_record = None
-
-    def checkpoint(epoch: int) -> Path:
-        snapshot = nnx.merge(graphdef, state.params, state.batch_stats)
-        return save_checkpoint(
-            ckpt_dir, snapshot, step=step, epoch=epoch, mean=train_ds.mean, std=train_ds.std,
-            class_names=train_ds.class_names, train_config=cfg, opt_state=state.opt_state,
-            extra={"meter": meter.state_dict()}, keep=cfg.keep)
-
+    run = _Run(cfg, splits["train"], splits.get("val"))
     try:
-        for epoch in range(step // steps_per_epoch, cfg.epochs):
-            epoch_start, timed_from = time.perf_counter(), step
-            if progress.started:
-                progress.start(step)
-            for images, labels in batches(train_ds, cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                                          start_step=step - epoch * steps_per_epoch,
-                                          sharding=data_sharding):
-                state, metrics = train_step(state, images, labels,
-                                            jax.random.fold_in(base_key, step))
-                meter.add(metrics)
-                step += 1
-                if not progress.started:  # the first step compiled: time from here
-                    jax.block_until_ready(metrics)
-                    progress.start(step)
-                    epoch_start, timed_from = time.perf_counter(), step
-                if step % cfg.log_every == 0:
-                    record = {"kind": "step", "step": step, "epoch": epoch,
-                              "lr": float(schedule(step - 1)), **meter.mean("log")}
-                    progress.update(step, meter.last)
-                    log.write({**record, "images_per_s": progress.images_per_s,
-                               "time": time.time()})
-                elif meter.pending >= 50:
-                    meter.fetch()
-                    progress.update(step, meter.last)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 \
-                        and step % steps_per_epoch:
-                    checkpoint(epoch)
-            seconds = time.perf_counter() - epoch_start
-            record = {"kind": "epoch", "step": step, "epoch": epoch, **meter.mean("epoch")}
-            progress.update(step, meter.last)
-            if cfg.validate and val_ds is not None:
-                eval_model = nnx.merge(graphdef, state.params, state.batch_stats)
-                eval_model.eval()
-                record["val_exit_acc"] = _validate(eval_model, val_ds, train_ds.mean,
-                                                   train_ds.std, max(cfg.batch_size, 256))
-            record["images_per_s"] = (step - timed_from) * cfg.batch_size / max(seconds, 1e-9)
-            record["time"] = time.time()
-            log.write(record)
-            last_epoch_record = record
-            checkpoint(epoch + 1)
-            val = record.get("val_exit_acc")
-            progress.newline(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['loss']:.4f}"
-                             + (f", val acc last exit {100 * val[-1]:.2f}%" if val else ""))
+        for epoch in range(run.step // run.steps_per_epoch, cfg.epochs):
+            if cfg.max_steps and run.step >= cfg.max_steps:
+                break
+            if not run.run_epoch(epoch):
+                break
     finally:
-        log.close()
-    final = latest_checkpoint(ckpt_dir)
-    return {"step": step, "epoch": step // steps_per_epoch, "checkpoint": final,
-            "last_epoch": last_epoch_record}
+        run.log.close()
+    return {"step": run.step, "epoch": run.step // run.steps_per_epoch,
+            "checkpoint": latest_checkpoint(run.ckpt_dir),
+            "last_epoch": run.last_epoch_record}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -306,6 +257,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = train(cfg, splits=splits)
     print(f"done: step {result['step']}, checkpoint {result['checkpoint']}")
 
+
+class _CallableModule(types.ModuleType):
+    """``msdnet_flax.train`` is this module once it has been imported explicitly (the import sets
+    the package attribute): calling it calls :func:`train`, like ``msdnet_flax.train``'s
+    function."""
+
+    def __call__(self, cfg: TrainConfig, **kwargs: Any) -> dict[str, Any]:
+        return train(cfg, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,9 @@ _HELP = {
     "data_seed": "procedural: seed of the generated images",
     "holdout": "cifar/folder: training images held out for validation (paper: 5000; 0: the "
                "test set validates)",
-    "epochs": "training epochs",
+    "epochs": "training epochs (the schedule spans them all)",
+    "max_steps": "stop after this many steps in all (0: train every epoch), e.g. for a smoke "
+                 "test or a speed measurement; a later run with a larger value resumes",
     "batch_size": "global batch size (a multiple of the device count)",
     "lr": "peak learning rate",
     "momentum": "SGD momentum",
@@ -52,7 +54,8 @@ _HELP = {
     "keep": "checkpoints kept (the oldest are deleted)",
     "devices": "local devices to shard the batch over (0: all)",
     "validate": "evaluate every exit on the validation split after each epoch",
-    "fast_conv_grads": "rewrite strided convolutions' input gradients (faster on XLA:CPU)",
+    "fast_conv_grads": "on CPU, rewrite the strided convolutions' input gradients that XLA:CPU "
+                       "computes slowly (ignored on GPU/TPU)",
     "progress": "progress line on stderr",
 }
 
@@ -74,6 +77,7 @@ class TrainConfig:
     data_seed: int = 0
     holdout: int = 0
     epochs: int = 300
+    max_steps: int = 0
     batch_size: int = 64
     lr: float = 0.1
     momentum: float = 0.9
@@ -113,13 +117,19 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 fail(name, "expected a positive integer")
         for name in ("n_val", "n_test", "holdout", "warmup_steps", "checkpoint_every",
-                     "devices"):
+                     "devices", "max_steps"):
             if getattr(self, name) < 0:
                 fail(name, "expected a non-negative integer")
         if len(self.difficulty) != 2 or not 0 <= self.difficulty[0] <= self.difficulty[1] <= 1:
             fail("difficulty", "expected (low, high) with 0 <= low <= high <= 1")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             fail("lr", "expected lr > 0, weight_decay >= 0 and 0 <= momentum < 1")
+
+    @property
+    def image_size(self) -> int:
+        """The input side the model expects (32 for CIFAR-style networks)."""
+        model = PRESETS[self.model]() if isinstance(self.model, str) else self.model
+        return model.image_size
 
     def model_config(self, num_classes: int) -> MSDNetConfig:
         """The architecture for a data set of ``num_classes`` classes.
