@@ -276,14 +276,14 @@ def test_imputation_oracles(rng):
     """Constant images stay constant; a linear ramp's removed interior is rebuilt exactly
     (the symmetric 8-neighbour average of a linear function is its centre value)."""
     yy, xx = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
-    coef = rng.uniform(-0.05, 0.05, (2, 3))
+    coef = rng.uniform(-0.05, 0.05, (3, 3))
     ramp = (coef[:, None, None, 0] * yy + coef[:, None, None, 1] * xx + coef[:, None, None, 2])
     ramp = np.repeat(ramp[..., None], C, -1).astype(np.float32) + 0.5
-    keep = np.ones((2, H, W), bool)
+    keep = np.ones((3, H, W), bool)
     keep[:, 3:12, 2:9] = False
     assert_close(metrics.noisy_linear_imputation(ramp, keep, noise=0.0), ramp, 1e-5)
-    const = np.full((2, H, W, C), rng.uniform(0.2, 0.8), np.float32)
-    keep = rng.random((2, H, W)) > 0.7
+    const = np.full((3, H, W, C), rng.uniform(0.2, 0.8), np.float32)
+    keep = rng.random((3, H, W)) > 0.7
     assert_close(metrics.noisy_linear_imputation(const, keep, noise=0.0), const, 1e-5)
     # Noise: N(0, noise^2) on removed pixels only, reproducible by key.
     key = jax.random.key(int(rng.integers(2**31)))
@@ -389,20 +389,22 @@ def test_iou_oracle(rng):
 
 
 def test_spearman_oracles_and_scipy(rng):
-    n = 12 * 14
-    base = rng.permutation(n).astype(np.float32).reshape(1, 12, 14)
-    assert_close(metrics.spearman_rank_correlation(base, base ** 3 + 2), [1.0], 1e-6)
-    assert_close(metrics.spearman_rank_correlation(base, -base), [-1.0], 1e-6)
+    shape = (3, 12, 14)
+    base = np.stack([rng.permutation(12 * 14) for _ in range(3)]).astype(np.float32)
+    base = base.reshape(shape)
+    assert_close(metrics.spearman_rank_correlation(base, base ** 3 + 2), np.ones(3), 1e-6)
+    assert_close(metrics.spearman_rank_correlation(base, -base), -np.ones(3), 1e-6)
     # Random maps with many ties, against scipy.
-    a = np.round(rng.random((3, 12, 14)) * 6).astype(np.float32)
-    b = np.round(rng.random((3, 12, 14)) * 3 + a * rng.random()).astype(np.float32)
+    a = np.round(rng.random(shape) * 6).astype(np.float32)
+    b = np.round(rng.random(shape) * 3 + a * rng.random()).astype(np.float32)
     expected = [scipy.stats.spearmanr(x.ravel(), y.ravel()).statistic
                 for x, y in zip(a, b, strict=True)]
     assert_close(metrics.spearman_rank_correlation(a, b), expected)
     assert_close(metrics.average_ranks(a.reshape(3, -1)),
                  np.stack([scipy.stats.rankdata(x.ravel()) for x in a]), 1e-6)
     # A constant map has no rank correlation: 0, not NaN.
-    assert_close(metrics.spearman_rank_correlation(np.ones((1, 4, 4)), a[:1, :4, :4]), [0.0])
+    const = np.ones(shape, np.float32)
+    assert_close(metrics.spearman_rank_correlation(const, a), np.zeros(3))
 
 
 def skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -423,10 +425,10 @@ def skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
 def test_ssim_oracles_and_reference(rng):
     a = rng.random((3, 20, 24)).astype(np.float32)
     assert_close(metrics.ssim(a, a), np.ones(3), 1e-5)
-    c1, c2 = rng.uniform(0.1, 0.9, 2)
+    c1, c2 = rng.uniform(0.1, 0.9, (2, 3, 1, 1))
     k1 = 0.01 ** 2  # the contrast-structure term is C2 / C2 = 1 for constant maps
-    const = metrics.ssim(np.full((1, 12, 12), c1), np.full((1, 12, 12), c2))
-    assert_close(const, [(2 * c1 * c2 + k1) / (c1 ** 2 + c2 ** 2 + k1)], 1e-5)
+    const = metrics.ssim(np.broadcast_to(c1, a.shape), np.broadcast_to(c2, a.shape))
+    assert_close(const, ((2 * c1 * c2 + k1) / (c1 ** 2 + c2 ** 2 + k1)).ravel(), 1e-5)
     b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1).astype(np.float32)
     assert_close(metrics.ssim(a, b), [skimage_ssim(x, y) for x, y in zip(a, b, strict=True)])
     assert_close(metrics.ssim(a, b), metrics.ssim(b, a), 1e-6)
@@ -448,12 +450,21 @@ class SmallNet(nnx.Module):
         return self.head(x.mean(axis=(1, 2)))
 
 
+def make_small_net(rng: np.random.Generator) -> SmallNet:
+    """SmallNet with N(0, 0.5^2) parameters from ``rng`` (no eager initialiser compiles)."""
+    model = nnx.eval_shape(lambda: SmallNet(nnx.Rngs(0)))
+    for _, var in nnx.iter_graph(model):
+        if isinstance(var, nnx.Param):
+            var.set_value(jnp.asarray(rng.normal(0.0, 0.5, var.shape).astype(np.float32)))
+    return model
+
+
 def explain_conv1(model, images, targets):
     return jaxcam.explain(model, images, target_layer="conv1", targets=targets)
 
 
 def test_cascading_randomization(rng):
-    model = SmallNet(nnx.Rngs(int(rng.integers(2**31))))
+    model = make_small_net(rng)
     images = jnp.asarray(rng.normal(size=(2, H, W, C)).astype(np.float32))
     targets = jnp.asarray(rng.integers(0, CLASSES, 2))
     before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
@@ -501,12 +512,18 @@ def test_default_reinit(rng):
     key = jax.random.key(int(rng.integers(2**31)))
     kernel = metrics.default_reinit(key, ("conv", "kernel"), jnp.zeros((3, 3, 64, 32)))
     assert abs(float(jnp.var(kernel)) * 3 * 3 * 64 - 1) < 0.1  # LeCun: var 1 / fan_in
+    bound = 2 / 0.87962566103423978 / (3 * 3 * 64) ** 0.5  # truncated at 2 std of the normal
+    assert float(jnp.max(jnp.abs(kernel))) <= bound * (1 + 1e-6)
+    big = metrics.default_reinit(key, ("fc", "kernel"), jnp.zeros((300, 400)))  # 2 chunks
+    assert abs(float(jnp.var(big)) * 300 - 1) < 0.05 and big.shape == (300, 400)
+    other = metrics.default_reinit(key, ("x", "w"), jnp.asarray(rng.normal(3.0, 2.0, 5000)))
+    assert abs(float(jnp.mean(other)) - 3) < 0.2 and abs(float(jnp.std(other)) - 2) < 0.2
     assert np.all(np.asarray(metrics.default_reinit(key, ("c", "bias"), jnp.ones(4))) == 0)
     assert np.all(np.asarray(metrics.default_reinit(key, ("bn", "scale"), jnp.zeros(4))) == 1)
 
 
 def test_label_randomization(rng):
-    model = SmallNet(nnx.Rngs(int(rng.integers(2**31))))
+    model = make_small_net(rng)
     images = jnp.asarray(rng.normal(size=(3, H, W, C)).astype(np.float32))
     targets = jnp.asarray(rng.integers(0, CLASSES, 3))
     key = jax.random.key(int(rng.integers(2**31)))

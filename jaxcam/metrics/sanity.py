@@ -14,6 +14,7 @@ is); the comparisons (:func:`compare_maps`) are jitted JAX functions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -110,10 +111,11 @@ def compare_maps(maps_a: jax.Array, maps_b: jax.Array) -> MapSimilarity:
 def default_reinit(key: jax.Array, path: tuple[str, ...], value: jax.Array) -> jax.Array:
     """Flax's default initialiser for a parameter, chosen by its name.
 
-    ``kernel`` / ``embedding`` (rank >= 2): LeCun normal (truncated normal, variance
-    ``1 / fan_in``, fan-in over all axes but the last: Flax's default for ``Linear`` and ``Conv``);
-    ``bias``: zeros; ``scale``: ones (norm layers). Any other parameter: a normal draw with the
-    parameter's own mean and standard deviation.
+    ``kernel`` (rank >= 2): LeCun normal (a normal truncated at 2 standard deviations, variance
+    ``1 / fan_in`` with the fan-in over all axes but the last: the distribution of Flax's default
+    for ``Linear`` and ``Conv``, drawn in fixed-size chunks so that one compilation serves every
+    shape); ``bias``: zeros; ``scale``: ones (norm layers). Any other parameter: a normal draw
+    with the parameter's own mean and standard deviation.
 
     Args:
         key: PRNG key.
@@ -124,15 +126,39 @@ def default_reinit(key: jax.Array, path: tuple[str, ...], value: jax.Array) -> j
         The new value.
     """
     name = path[-1] if path else ""
-    shape, dtype = value.shape, value.dtype
-    if name in ("kernel", "embedding") and value.ndim >= 2:
-        return jax.nn.initializers.lecun_normal()(key, shape, dtype)
+    value = jnp.asarray(value)
+    shape, dtype, size = value.shape, value.dtype, value.size
+    if name == "kernel" and value.ndim >= 2:
+        # jax.nn.initializers.lecun_normal: truncated normal on [-2, 2] scaled to variance
+        # 1 / fan_in (0.8796... is the standard deviation of the truncated unit normal).
+        fan_in = size // shape[-1]
+        std = (1.0 / fan_in) ** 0.5 / 0.87962566103423978
+        return (std * _draws(key, size, truncated=True)).reshape(shape).astype(dtype)
     if name == "bias":
         return jnp.zeros(shape, dtype)
     if name == "scale":
         return jnp.ones(shape, dtype)
     mean, std = jnp.mean(value), jnp.std(value)
-    return (mean + std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+    return (mean + std * _draws(key, size, truncated=False)).reshape(shape).astype(dtype)
+
+
+_CHUNK = 1 << 16
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _chunk_draws(key: jax.Array, truncated: bool) -> jax.Array:
+    if truncated:
+        return jax.random.truncated_normal(key, -2.0, 2.0, (_CHUNK,), jnp.float32)
+    return jax.random.normal(key, (_CHUNK,), jnp.float32)
+
+
+def _draws(key: jax.Array, n: int, *, truncated: bool) -> jax.Array:
+    """``n`` standard (truncated) normal draws from fixed-size chunks, so that one compilation
+    serves every parameter shape (threefry compiles slowly on CPU; one compile per shape adds up).
+    """
+    chunks = [_chunk_draws(jax.random.fold_in(key, i), truncated)
+              for i in range(max(1, -(-n // _CHUNK)))]
+    return jnp.concatenate(chunks)[:n] if len(chunks) > 1 else chunks[0][:n]
 
 
 def _submodule(model: Any, path: tuple[str, ...]) -> Any:
@@ -195,10 +221,11 @@ def cascading_randomization(explain_fn: ExplainFn, model: Any, images: jax.Array
             full_path = (*path, *(str(x) for x in p))
             var.set_value(reinit(jax.random.fold_in(step_key, i), full_path, var.get_value()))
         maps.append(jnp.asarray(explain_fn(work, images, targets), jnp.float32))
-    stacked = jnp.stack(maps)
-    similarity = jax.vmap(compare_maps, in_axes=(None, 0))(stacked[0], stacked)
-    return CascadingRandomization(("original", *("/".join(p) for p in paths)), stacked,
-                                  similarity.spearman, similarity.ssim)
+    # One comparison per step, each of the same (B, H, W) shape: compiled once whatever S is.
+    similarity = [compare_maps(maps[0], m) for m in maps]
+    return CascadingRandomization(("original", *("/".join(p) for p in paths)), jnp.stack(maps),
+                                  jnp.stack([s.spearman for s in similarity]),
+                                  jnp.stack([s.ssim for s in similarity]))
 
 
 def random_other_classes(key: jax.Array, targets: jax.Array, num_classes: int) -> jax.Array:
