@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxcam msdnet_flax tests benchmarks
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV)
