@@ -265,7 +265,9 @@ def road_morf(score_fn: ScoreFn, images: jax.Array, maps: jax.Array, *,
             use the softmax probability, ``ClassifierOutputSoftmaxTarget``).
         images: ``(B, H, W, C)``.
         maps: ``(B, H, W)`` maps at the images' size.
-        percentiles: percentiles in ``[0, 100]``.
+        percentiles: percentiles in ``[0, 100]``. MoRF at 0 (LeRF likewise) removes every
+            pixel: with nothing known the imputation returns zeros (pytorch-grad-cam's sparse
+            solve is singular there).
         noise: imputation noise std (0.01 as pytorch-grad-cam; 0 for none).
         key: PRNG key for the noise (``None``: ``jax.random.key(0)``); split per percentile.
         return_diff: report ``score(imputed) - score(image)`` (pytorch-grad-cam's default), else
