@@ -217,7 +217,10 @@ def test_load_cifar_archive_and_directory(tmp_path: Path, rng: np.random.Generat
     archive, extracted, expected = _fake_cifar(tmp_path, rng, num_classes)
     for split in ("train", "test"):
         images, labels = expected[split]
-        for source in (archive, extracted, tmp_path):
+        only_archive = tmp_path / "download"
+        only_archive.mkdir(exist_ok=True)
+        (only_archive / archive.name).write_bytes(archive.read_bytes())
+        for source in (archive, extracted, tmp_path, only_archive):
             ds = load_cifar(source, split=split, num_classes=num_classes)
             np.testing.assert_array_equal(ds.images, images)
             np.testing.assert_array_equal(ds.labels, labels)

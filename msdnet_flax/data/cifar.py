@@ -79,6 +79,9 @@ def _open_source(path: Path, layout: dict) -> tuple[Callable[[str], bytes], Call
         raise FileNotFoundError(f"CIFAR-{'10' if layout['dir'].startswith('cifar-10-') else 100}"
                                 f" data not found at {path}: expected {layout['archive']} or the "
                                 f"{layout['dir']}/ directory it extracts to")
+    if path.is_dir() and not (path / layout["dir"]).is_dir() \
+            and (path / layout["archive"]).is_file():
+        path = path / layout["archive"]  # a download directory holding only the archive
     if path.is_dir():
         base = path / layout["dir"] if (path / layout["dir"]).is_dir() else path
 
@@ -115,7 +118,7 @@ def load_cifar(path: str | os.PathLike, *, split: Literal["train", "test"],
 
     Args:
       path: the ``.tar.gz`` archive, the extracted ``cifar-10-batches-py`` /
-        ``cifar-100-python`` directory, or a directory containing it.
+        ``cifar-100-python`` directory, or a directory containing either (torchvision's root).
       split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
       num_classes: 10 for CIFAR-10, 100 for CIFAR-100 (fine labels).
 

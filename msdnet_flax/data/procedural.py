@@ -40,13 +40,13 @@ CLASS_NAMES: tuple[str, ...] = (
     "crescent",
     "l_shape",
     "t_shape",
-    "semicircle",
+    "hourglass",
 )
 
 # Normalisation constants of ``generate(20_000, seed=0)`` (default difficulty 0..1), on the [0, 1]
 # scale; ``tests/test_data.py`` recomputes them. Fixed so train and test share one normalisation.
-MEAN: tuple[float, float, float] = (0.5011, 0.4991, 0.4989)
-STD: tuple[float, float, float] = (0.2227, 0.2224, 0.2230)
+MEAN: tuple[float, float, float] = (0.5005, 0.4983, 0.4979)
+STD: tuple[float, float, float] = (0.2298, 0.2294, 0.2294)
 
 _CHUNK = 512
 _GRID = 5
@@ -120,13 +120,18 @@ def _t_shape(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.minimum(_box(u, v, 0.0, -0.65, 0.9, 0.25), _box(u, v, 0.0, 0.1, 0.25, 0.9))
 
 
-def _semicircle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    dv = v + 0.45
-    return np.maximum(np.sqrt(u * u + dv * dv) - 1.1, -dv)
+_HG_SLOPE = 0.95
+_HG_NORM = 1.0 / math.sqrt(1.0 + _HG_SLOPE**2)
+
+
+def _hourglass(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    # Two triangles meeting at a narrow waist: |v| <= 0.95 |u| + 0.1, |u| <= 0.85.
+    au = np.abs(u)
+    return np.maximum(au - 0.85, (np.abs(v) - _HG_SLOPE * au - 0.1) * _HG_NORM)
 
 
 _SHAPES: tuple[_SDF, ...] = (_circle, _square, _triangle, _plus, _star, _ring, _crescent,
-                             _l_shape, _t_shape, _semicircle)
+                             _l_shape, _t_shape, _hourglass)
 assert len(_SHAPES) == len(CLASS_NAMES)
 
 
@@ -193,7 +198,7 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
     ramp = ctrl[None, None, None, :] * np.cos(grad_dir) + ctrl[None, None, :, None] * \
         np.sin(grad_dir)  # (B, 1, g, g), in [-0.7, 0.7]
     low = rng.standard_normal((b, 3, g, g), dtype=f32)
-    low *= _lerp(0.04, 0.08, d)[:, None, None, None]
+    low *= _lerp(0.03, 0.07, d)[:, None, None, None]
     low += base + grad_amp * ramp
     m = _upsample_matrix(size, g)
     img = m @ low @ m.T  # (B, 3, H, W)
@@ -209,7 +214,7 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
 
     # --- distractors (no class): thin lines, thin partial arcs, soft blobs; behind the object.
     # Each pixel shows the most opaque distractor covering it (one colour composite at the end).
-    n_distract = np.minimum(np.floor(_lerp(1.0, 4.5, d) + rng.uniform(0, 2.5, b)),
+    n_distract = np.minimum(np.floor(_lerp(0.5, 4.0, d) + rng.uniform(0, 2.5, b)),
                             _MAX_DISTRACTORS).astype(int)
     palette = rng.uniform(0, 1, (b, _MAX_DISTRACTORS, 3)).astype(f32)
     # Each alpha's float32 bit pattern, low 3 bits replaced by the slot: positive floats order like
@@ -285,23 +290,23 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
     img += colour
 
     # --- the object.
-    radius = (_lerp(12.0, 7.0, d) * rng.uniform(0.85, 1.15, b).astype(f32) * s)
+    radius = (_lerp(12.5, 8.5, d) * rng.uniform(0.85, 1.15, b).astype(f32) * s)
     cx = rng.uniform(radius, size - radius).astype(f32)
     cy = rng.uniform(radius, size - radius).astype(f32)
     theta = rng.uniform(0, 2 * np.pi, b).astype(f32)
-    aspect = np.exp(rng.uniform(-0.12, 0.12, b)).astype(f32)
+    aspect = np.exp(rng.uniform(-0.06, 0.06, b)).astype(f32)
     # Colour relative to the background under the object's centre, at distance `contrast`.
     iy = np.clip(cy.astype(int), 0, size - 1)
     ix = np.clip(cx.astype(int), 0, size - 1)
     local = img[np.arange(b), :, iy, ix]  # (B, 3)
-    contrast = _lerp(0.6, 0.3, d) * rng.uniform(0.9, 1.1, b).astype(f32)
+    contrast = _lerp(0.7, 0.4, d) * rng.uniform(0.9, 1.1, b).astype(f32)
     direction = rng.standard_normal((b, 3)).astype(f32)
     direction /= np.linalg.norm(direction, axis=1, keepdims=True) + 1e-6
     plus = np.clip(local + contrast[:, None] * direction, 0, 1)
     minus = np.clip(local - contrast[:, None] * direction, 0, 1)
     use_plus = (np.linalg.norm(plus - local, axis=1) >= np.linalg.norm(minus - local, axis=1))
     obj_colour = np.where(use_plus[:, None], plus, minus)
-    obj_tex = rng.uniform(0.0, 0.12, b).astype(f32)
+    obj_tex = rng.uniform(0.0, 0.08, b).astype(f32)
     obj_freq = rng.uniform(0.3, 0.9, b).astype(f32) / s
     obj_phase = rng.uniform(0, 2 * np.pi, b).astype(f32)
 
@@ -330,7 +335,7 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
 
     # --- occlusion: a narrow textured band across the image, in front of the object, crossing
     # it near its centre: it splits the object without removing a whole part of its outline.
-    p_occ = np.clip((d - 0.3) / 0.7, 0, 1) * 0.6
+    p_occ = np.clip((d - 0.4) / 0.6, 0, 1) * 0.5
     occ = np.flatnonzero(rng.random(b) < p_occ)
     visible = obj_mask
     if occ.size:
@@ -358,7 +363,7 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
             visible[occ] = vis
 
     # --- pixel noise, quantisation.
-    noise_amp = _lerp(0.01, 0.04, d)
+    noise_amp = _lerp(0.005, 0.035, d)
     # Uniform noise with standard deviation noise_amp, from random bytes (much faster than
     # rng.random for a million values), on the 0..255 scale; +0.5 rounds in the cast below.
     noise = np.frombuffer(rng.bytes(b * size * size), np.uint8).reshape(b, 1, size, size)
