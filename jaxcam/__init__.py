@@ -7,7 +7,7 @@ forward and one backward pass. The math of each method is a pure function in
 :mod:`jaxcam.methods` and :mod:`jaxcam.input_space`.
 """
 
-from jaxcam import input_space, methods, metrics, postprocess, targets
+from jaxcam import input_space, methods, metrics, postprocess, targets, viz
 from jaxcam._exits import EXIT_METHODS, explain_exits
 from jaxcam._explain import METHODS, explain
 from jaxcam._sugar import (
@@ -35,6 +35,7 @@ __all__ = [
     "input_space",
     "postprocess",
     "targets",
+    "viz",
     "ClassifierOutputTarget",
     "ClassifierOutputSoftmaxTarget",
     "BaseCAM",
