@@ -161,8 +161,7 @@ def test_kalviny_checkpoint_file_parity(preset_twins, rng):
     assert_outputs_match(features, logits, ref_features, ref_logits)
 
 
-# Compiling is the slow part; jit one CIFAR and the ImageNet preset (the eager test covers all).
-@pytest.mark.parametrize("preset_twins", ["cifar100_anytime", "imagenet_step4"], indirect=True)
+@pytest.mark.parametrize("preset_twins", PARITY_PRESETS, indirect=True)
 def test_kalviny_checkpoint_file_parity_under_nnx_jit(preset_twins, rng):
     config, twin, model = preset_twins
     x = images(rng, config, batch_for(config))
