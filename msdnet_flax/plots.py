@@ -41,7 +41,7 @@ def plot_anytime(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *,
     ax.set(xlabel="budget (multiply-adds per image, millions)", ylabel="top-1 accuracy (%)",
            title=f"{title}: anytime prediction")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -70,7 +70,7 @@ def plot_budgeted(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *,
     ax.set(xlabel="average budget (multiply-adds per image, millions)",
            ylabel="top-1 accuracy (%)", title=f"{title}: budgeted batch classification")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import sys
 import time
 import types
@@ -156,7 +157,8 @@ class _Run:
             record = {"kind": "step", "step": step, "epoch": epoch,
                       "lr": float(self.schedule(step - 1)), **self.meter.mean("log")}
             self.progress.update(step, self.meter.last)
-            self.log.write({**record, "images_per_s": self.progress.images_per_s,
+            rate = self.progress.images_per_s
+            self.log.write({**record, "images_per_s": rate if math.isfinite(rate) else None,
                             "time": time.time()})
         elif self.meter.pending >= 50 or self.progress.due():
             self.meter.fetch()
