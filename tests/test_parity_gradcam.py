@@ -95,7 +95,7 @@ def test_score_methods_match_pytorch_grad_cam(twins, rng, method):
 
 
 def _hooked(twin, layer_path, exit_index, x, classes):
-    """Activations and gradients of the PyTorch twin's layer, NCHW, as pytorch-grad-cam sees them."""
+    """The twin layer's activations and gradients, NCHW, as pytorch-grad-cam sees them."""
     saved = {}
 
     def keep(module, inputs, output):
