@@ -1,0 +1,39 @@
+"""The benchmark suite end to end on a tiny MSD-Net: parity of every contender, JSON, Markdown
+and plot. Timings are produced (one round) but never asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python -m pytest` has it; plain `pytest` may not
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import jax_side, torch_side  # noqa: E402
+from benchmarks.suite import main  # noqa: E402
+
+KEYS = {jax_side.JAXCAM_ALL, jax_side.JAXCAM_LAST, jax_side.JAX_FORWARD, torch_side.PGC_ALL,
+        torch_side.PGC_LAST, torch_side.HOOKS_ALL, torch_side.CAPTUM_ALL,
+        torch_side.TORCHCAM_ALL, torch_side.TORCH_FORWARD, torch_side.TORCH_BEST}
+
+
+def test_quick_suite_every_contender_agrees_with_jaxcam(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    code = main(["--configs", "tiny", "--batch-sizes", "2", "--quick", "--out", str(tmp_path),
+                 "--md", str(md)])
+    assert code == 0
+    (run,) = tmp_path.glob("run_*_cpu.json")
+    results = json.loads(run.read_text())
+    entry = results["configs"]["tiny"]
+    assert set(entry["parity"]) == KEYS
+    disagreeing = {k: p["summary"] for k, p in entry["parity"].items() if not p["ok"]}
+    assert not disagreeing
+    (cell,) = entry["cells"]
+    assert cell["batch"] == 2 and set(cell["contenders"]) == KEYS
+    for row in cell["contenders"].values():
+        assert row["rounds"] >= 1 and row["median_s"] > 0 and row["first_call_s"] > 0
+    assert (tmp_path / "throughput_tiny.png").stat().st_size > 0
+    text = md.read_text()
+    assert "| jaxcam explain_exits |" in text and "agrees" in text and "disagrees:" not in text
