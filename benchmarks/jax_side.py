@@ -65,6 +65,6 @@ def contenders(twins: Twins) -> list[Contender]:
                   REF_LAST, _as_numpy, "final maps vs explain_exits' last exit"),
         Contender(JAX_FORWARD, "JAX forward, all exits (jit)", "jax", WORK_FORWARD,
                   prep_forward, REF_LOGITS, lambda out: np.stack([np.asarray(o) for o in out]),
-                  "logits vs explain_exits' logits, relative to max |logit|",
+                  "logits vs explain_exits' logits, relative to the largest abs logit",
                   relative_tolerance=True),
     ]

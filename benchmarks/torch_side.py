@@ -258,7 +258,7 @@ def contenders(twins: Twins, size: tuple[int, int]) -> list[Contender]:
                   "resized and re-normalised as pytorch-grad-cam in NumPy"),
         Contender(TORCH_FORWARD, "PyTorch forward, all exits (no_grad)", "torch", WORK_FORWARD,
                   _prep_forward(twins), REF_LOGITS, tensors,
-                  "logits vs jaxcam's, relative to max |logit|", relative_tolerance=True),
+                  "logits vs jaxcam's, relative to the largest abs logit", relative_tolerance=True),
         Contender(TORCH_BEST, "PyTorch, jaxcam's algorithm (heads-only backward)", "torch",
                   WORK_ALL, _prep_best(twins), REF_FINAL, _numpy, "final maps at input size"),
     ]
