@@ -21,7 +21,8 @@ _DESCRIPTION = """Class activation maps (Grad-CAM family) for every exit of a mu
 
   jaxcam explain IMAGES...   maps, overlays, per-exit grids, cams.npz and an HTML gallery
   jaxcam demo                the same on procedural shapes with the bundled model (./diags)
-  jaxcam methods             the methods, one line each"""
+  jaxcam methods             the methods, one line each
+  jaxcam analyze-exits       per-exit accuracy, localisation, faithfulness: a report"""
 _EPILOG = ("Run 'jaxcam COMMAND --help' for a command's options. Other models: the Python API, "
            "jaxcam.explain / jaxcam.explain_exits (README.md).")
 
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                    description="List jaxcam.METHODS with one line each. Methods marked '*' work "
                    "with 'jaxcam explain' (multi-exit, one pass); the others with the Python API "
                    "jaxcam.explain.")
+    from jaxcam._cli_analyze import add_analyze_parser
+
+    add_analyze_parser(sub, fmt)
     return parser
 
 
@@ -259,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_explain(args, parser)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "analyze-exits":
+        from jaxcam._cli_analyze import run_analyze
+
+        return run_analyze(args, parser)
     return _cmd_methods()
 
 
