@@ -24,22 +24,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 import jaxcam
+from benchmarks._env import cpu_model
 from jaxcam._explain import Options, finish_maps
 from jaxcam._fast_conv_grad import fast_strided_conv_grads
 from jaxcam.methods import gradcam
 from msdnet_flax.configs import get_config
 from msdnet_flax.model import MSDNet
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         f"### Grad-CAM cost vs forward — {args.config}, batch {args.batch}",
         "",
-        f"- date: {datetime.date.today().isoformat()}; machine: {_cpu_name()}, "
+        f"- date: {datetime.date.today().isoformat()}; machine: {cpu_model()}, "
         f"{os.cpu_count()} cores; jax {jax.__version__} ({jax.default_backend()}), "
         f"python {platform.python_version()}",
         f"- command: `python -m benchmarks.bench_gradcam_cost --config {args.config} "
