@@ -12,8 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "expand_inputs", "unique_names", "read_image", "to_model_input",
-           "load_model", "label_from_parent", "write_png"]
+__all__ = ["IMAGE_EXTENSIONS", "expand_inputs", "unique_names", "read_image", "decode_image",
+           "to_model_input", "load_model", "label_from_parent", "write_png"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -126,6 +126,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raw = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise ValueError(f"cannot read file: {exc.strerror or exc}") from None
+    return decode_image(raw)
+
+
+def decode_image(raw: np.ndarray) -> np.ndarray:
+    """Decode an encoded image file's bytes (a uint8 array) as :func:`read_image` does.
+
+    Raises:
+      ValueError: empty, or not an image OpenCV can decode (naming why).
+    """
     if raw.size == 0:
         raise ValueError("empty file (0 bytes)")
     img = cv2.imdecode(raw, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ __all__ = ["main", "build_parser", "parse_exits", "method_descriptions"]
 
 _DESCRIPTION = """Class activation maps (Grad-CAM family) for every exit of a multi-exit MSD-Net.
 
-  jaxcam explain IMAGES...   maps, overlays, per-exit grids, cams.npz and an HTML gallery
+  jaxcam explain INPUTS...   maps of images or a data set (shards, all devices, several
+                             hosts, resumable), overlays, per-exit grids, an HTML gallery
   jaxcam demo                the same on procedural shapes with the bundled model (./diags)
   jaxcam methods             the methods, one line each
   jaxcam analyze-exits       per-exit accuracy, localisation, faithfulness: a report"""
@@ -100,47 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ex = sub.add_parser(
-        "explain", formatter_class=fmt, help="explain image files with every exit of a model",
-        description="Explain images with class activation maps of a multi-exit MSD-Net.\n\n"
-        "Each image (any size; grayscale, RGBA and 16-bit too) is read as RGB, resized whole to\n"
-        "the model's input size and normalised with the mean/std stored in the checkpoint. For\n"
-        "each image <stem> OUT gets <stem>_cam.png (the map of one exit drawn on the original\n"
-        "image at its own resolution) and <stem>_exits.png (the image and every exit's map,\n"
-        "labelled with prediction, confidence and right/wrong when the class is known from the\n"
-        "parent folder's name); and once: cams.npz (maps (K, N, H, W), logits (K, N, C),\n"
-        "targets, labels, files, names, exits numbered from 1, class_names, method),\n"
-        "errors.txt (file<TAB>reason for each input that failed) and index.html (a gallery).\n"
-        "Same stems from different folders get their folder names prefixed.\n\n"
-        "Exit status: 0 if every input was explained, 1 if any failed, 2 on a usage error.")
-    ex.add_argument("inputs", nargs="+", metavar="INPUT",
-                    help="image files, directories (searched recursively for "
-                    ".png/.jpg/.jpeg/.bmp/.webp/.tif/.tiff) or glob patterns (quote them; ** "
-                    "recurses)")
-    ex.add_argument("--model", default="bundled", metavar="bundled|CHECKPOINT",
-                    help="'bundled' (default: the trained model shipped with msdnet_flax) or an "
-                    "msdnet_flax checkpoint: its .json/.safetensors file, a checkpoint "
-                    "directory or a training run's out_dir")
-    ex.add_argument("--method", default="gradcam", choices=EXIT_METHODS,
-                    help="CAM method (default gradcam); see 'jaxcam methods'")
-    ex.add_argument("--exits", default="all", metavar="all|LIST",
-                    help="exits to explain, numbered from 1 (earliest): 'all' (default), or e.g. "
-                    "'1,5,last' or '2-4'")
-    ex.add_argument("--target", default="pred", metavar="pred|true|CLASS",
-                    help="class to explain: 'pred' (default: each exit's own prediction), 'true' "
-                    "(the class named by each file's parent folder; files without one fail), or "
-                    "a class name or 0-based class index")
-    ex.add_argument("--cam-exit", default="last", metavar="N|last",
-                    help="exit drawn on <stem>_cam.png (default: the last explained exit)")
-    ex.add_argument("--out", default="jaxcam_out", type=Path, metavar="DIR",
-                    help="output directory (default ./jaxcam_out; created if needed)")
-    ex.add_argument("--batch-size", type=int, default=32, metavar="N",
-                    help="images per jitted call (default 32)")
-    ex.add_argument("--compare", default="", metavar="METHOD[,METHOD]",
-                    help="further methods drawn as extra rows of every grid (not saved in "
-                    "cams.npz)")
-    ex.add_argument("--npz-dtype", default="float32", choices=("float32", "float16"),
-                    help="dtype of the maps in cams.npz (default float32)")
+    from jaxcam._cli_batch import add_explain_parser
+
+    add_explain_parser(sub, fmt)
 
     demo = sub.add_parser(
         "demo", formatter_class=fmt, help="explain procedural shapes with the bundled model",
@@ -197,39 +159,9 @@ def _summary(out: Path, n_ok: int, errors: list, seconds: float) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from jaxcam._cli_explain import Job, explain_files
-    from jaxcam._cli_io import expand_inputs, load_model
+    from jaxcam._cli_batch import run_explain
 
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    start = time.perf_counter()
-    files, input_errors = expand_inputs(args.inputs)
-    try:
-        model, meta = load_model(args.model)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"jaxcam explain: cannot load model {args.model!r}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        exits = parse_exits(args.exits, model.num_exits)
-        target = _parse_target(args.target, [str(c) for c in meta["class_names"]])
-        cam = len(exits) - 1 if args.cam_exit == "last" else \
-            exits.index(parse_exits(args.cam_exit, model.num_exits)[0])
-        compare = tuple(m.strip() for m in args.compare.split(",") if m.strip())
-        from jaxcam import EXIT_METHODS
-
-        for m in compare:
-            if m not in EXIT_METHODS:
-                raise ValueError(f"--compare: {m!r} is not one of {', '.join(EXIT_METHODS)}")
-    except ValueError as exc:
-        if "is not in tuple" in str(exc):
-            exc = ValueError(f"--cam-exit {args.cam_exit} is not among --exits {args.exits}")
-        parser.error(str(exc))
-    job = Job(out=args.out, method=args.method, exits=exits, target=target, cam_exit=cam,
-              batch_size=args.batch_size, compare=compare, npz_dtype=args.npz_dtype,
-              settings=_model_settings(args.model, model, meta))
-    n_ok, errors = explain_files(model, meta, files, job, input_errors)
-    _summary(args.out, n_ok, errors, time.perf_counter() - start)
-    return 1 if errors or n_ok == 0 else 0
+    return run_explain(args, parser)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -88,7 +88,8 @@ def run(inputs, ckpt, tmp_path_factory) -> tuple[int, str, Path]:
 def test_explain_writes_everything_and_reports_bad_files(run, inputs):
     rc, stdout, out = run
     assert rc == 1
-    expected = {"cams.npz", "errors.txt", "index.html"}
+    # jaxcam.batch's shards, manifest and errors.jsonl are written beside #5's outputs.
+    expected = {"cams.npz", "errors.txt", "index.html", "shards", "manifest.json", "errors.jsonl"}
     for name, (h, w) in GOOD.items():
         expected |= {f"{name}_cam.png", f"{name}_exits.png"}
         cam = cv2.imread(str(out / f"{name}_cam.png"))

@@ -1,0 +1,109 @@
+"""Shards: which inputs each output file holds, who computes it, and writing it atomically.
+
+Shard ``j`` holds inputs ``j * S .. (j + 1) * S - 1`` of the run's input list, whatever the
+number of processes, devices or the batch size; process ``p`` of ``P`` computes the shards with
+``j % P == p``. A shard file exists only once complete (written to a temporary name, then
+renamed), and records the run's fingerprint, so a re-run recognises finished work exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["shard_ranges", "owned_shards", "shard_path", "write_shard", "read_shard_meta",
+           "fingerprint", "atomic_write_text", "SHARD_DIR"]
+
+SHARD_DIR = "shards"
+# Small per-image fields read when indexing or finishing a run (the maps are never needed then).
+META_FIELDS = ("shard", "fingerprint", "index", "files", "names", "labels", "sizes", "logits",
+               "targets", "err_index", "err_files", "err_reasons")
+
+
+def shard_ranges(n: int, shard_size: int) -> list[range]:
+    """The input indices of every shard: consecutive blocks of ``shard_size``."""
+    return [range(s, min(n, s + shard_size)) for s in range(0, n, shard_size)]
+
+
+def owned_shards(n_shards: int, process: int, processes: int) -> list[int]:
+    """The shards process ``process`` of ``processes`` computes (round-robin, so all processes
+    get the same number of inputs to within one shard)."""
+    return list(range(process, n_shards, processes))
+
+
+def shard_path(out: Path, j: int) -> Path:
+    """``out/shards/shard-00000j.npz``."""
+    return Path(out) / SHARD_DIR / f"shard-{j:06d}.npz"
+
+
+def fingerprint(settings: Mapping[str, Any]) -> str:
+    """A short hash of everything that decides a run's results (JSON-serialisable settings)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_atomically(path: Path, write: Any) -> None:
+    """Write through ``write(file)`` into a temporary file beside ``path``, then rename it: a
+    kill at any moment leaves either the old file (or none) or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace a text file atomically (temporary file + rename)."""
+    _replace_atomically(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def write_shard(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write one shard's arrays as an uncompressed ``.npz`` (fast; maps are already float16 or
+    float32), atomically."""
+    _replace_atomically(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def read_shard_meta(path: Path, fingerprint_: str | None = None, j: int | None = None,
+                    fields: tuple[str, ...] = META_FIELDS) -> dict[str, np.ndarray] | None:
+    """A shard's per-image fields, or None if it is missing, unreadable, or from another run.
+
+    Args:
+      path: the shard file.
+      fingerprint_: the run's fingerprint it must carry (None: any).
+      j: the shard index it must carry (None: any).
+      fields: which arrays to read.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if fingerprint_ is not None and str(data["fingerprint"]) != fingerprint_:
+                return None
+            if j is not None and int(data["shard"]) != j:
+                return None
+            return {k: data[k] for k in fields}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
