@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench bench-e2e
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: lint
 # jaxcam vs pytorch-grad-cam, captum, torchcam and hooks on MSD-Net, CPU (see benchmarks/).
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# End-to-end batch explain: 10,000 generated JPEGs per config through jaxcam.batch, time split
+# into decode / device / write (benchmarks/e2e.py; `--n` for fewer). About 20 minutes on 2 cores.
+bench-e2e: $(STAMP)
+	$(PY) -m benchmarks.e2e $(E2E_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -256,3 +256,136 @@ def test_killed_run_resumes_to_the_same_outputs(setup, run_a, tmp_path):
     assert summary.explained + summary.failed == 27 + len(BAD)
     assert not [p for p in (out / "shards").iterdir() if not p.name.startswith("shard-")]
     _assert_same_results(out, run_a[1], atol=1e-6)
+
+
+# ------------------------------------------------------------------ units (no compilation)
+
+
+def test_declared_size_is_read_from_every_header(rng):
+    for ext in (".png", ".jpg", ".bmp", ".webp", ".tiff"):
+        h, w = (int(v) for v in rng.integers(1, 300, 2))
+        ok, buf = cv2.imencode(ext, rng.integers(0, 256, (h, w, 3), np.uint8))
+        assert ok and batch.declared_size(buf.tobytes()) == (w, h), ext
+    w, h = (int(v) for v in rng.integers(1, 60000, 2))
+    assert batch.declared_size(b"GIF89a" + struct.pack("<HH", w, h) + b"\0" * 8) == (w, h)
+    assert batch.declared_size(b"%PDF-1.4 whatever") is None
+    # A real JPEG whose frame header is patched to declare 60000 x 50000 pixels.
+    ok, jpg = cv2.imencode(".jpg", rng.integers(0, 256, (16, 24, 3), np.uint8))
+    data = bytearray(jpg.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 50000, 60000)
+    with pytest.raises(batch.InputError, match="60000x50000"):
+        batch.decode_checked(bytes(data))
+    with pytest.raises(batch.InputError, match="decompression bomb"):
+        batch.decode_checked(bomb_png())
+    # Bytes after a JPEG's end-of-image marker are not truncation.
+    img = rng.integers(0, 256, (20, 20, 3), np.uint8)
+    ok, jpg = cv2.imencode(".jpg", img)
+    out = batch.decode_checked(jpg.tobytes() + rng.bytes(50))
+    assert out.shape == (20, 20, 3) and out.dtype == np.uint8
+
+
+def test_center_crop_equals_the_image_folder_loader(rng, tmp_path):
+    from msdnet_flax.data.folder import _load
+
+    for k in range(3):
+        h, w = (int(v) for v in rng.integers(20, 120, 2))
+        path = tmp_path / f"{k}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), np.uint8))
+        np.testing.assert_array_equal(batch.center_crop(batch.read_image_checked(path), 32),
+                                      _load(path, 32, 37))
+
+
+def test_shards_cover_every_input_once_for_any_process_count(rng):
+    for _ in range(20):
+        n, size, processes = int(rng.integers(0, 500)), int(rng.integers(1, 40)), \
+            int(rng.integers(1, 9))
+        ranges = batch.shard_ranges(n, size)
+        seen = [i for p in range(processes)
+                for j in batch.owned_shards(len(ranges), p, processes) for i in ranges[j]]
+        assert sorted(seen) == list(range(n))
+
+
+def test_progress_bar_shows_rate_and_eta():
+    import io
+
+    from jaxcam.batch._progress import Progress
+
+    stream = io.StringIO()
+    bar = Progress(10, stream=stream, log_every=0.0)
+    bar(4)
+    bar.close()
+    text = stream.getvalue()
+    assert "4/10 40%" in text and "images/s" in text and "ETA" in text
+
+
+def test_command_line_usage_errors(setup, capsys):
+    from jaxcam import cli
+
+    for argv, message in ((["--model", str(setup["ckpt"])], "nothing to explain"),
+                          ([str(setup["images"]), "--process-id", "1", "--num-processes", "2"],
+                           "need --coordinator"),
+                          ([str(setup["images"]), "--shard-size", "0"], "at least 1")):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["explain", *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def _fake_cifar(root: Path, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, list]]:
+    """A CIFAR-10 directory in the real format (class names: the procedural ones)."""
+    import pickle
+
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    expected = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        n = int(rng.integers(1, 4))
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        (d / name).write_bytes(pickle.dumps({b"data": data, b"labels": labels}, protocol=2))
+        expected[name] = (data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1), labels)
+    (d / "batches.meta").write_bytes(pickle.dumps(
+        {b"label_names": [c.encode() for c in CLASS_NAMES]}, protocol=2))
+    return expected
+
+
+def test_cifar_and_imagenet_sources_explained_for_their_true_class(setup, rng, tmp_path):
+    expected = _fake_cifar(tmp_path / "cifar", rng)
+    folder = tmp_path / "imagenet"
+    for c in ("triangle", "circle"):
+        (folder / c).mkdir(parents=True)
+        for k in range(2):
+            h, w = (int(v) for v in rng.integers(30, 80, 2))
+            cv2.imwrite(str(folder / c / f"{k}.jpg"), rng.integers(0, 256, (h, w, 3), np.uint8))
+    inputs = batch.list_inputs([f"cifar10:{tmp_path / 'cifar'}", f"imagenet:{folder}"])
+    n_test = len(expected["test_batch"][1])
+    assert len(inputs) == n_test + 4
+    assert inputs.names[0] == "cifar10-test_00000" and inputs.keys[0].endswith("#0")
+    classes = batch.class_index(CLASS_NAMES)
+    train = batch.list_inputs([f"cifar10-train:{tmp_path / 'cifar'}"])
+    images = np.concatenate([expected[f"data_batch_{i}"][0] for i in range(1, 6)])
+    labels = sum((expected[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    assert len(train) == len(images)
+    for i in range(len(train)):
+        np.testing.assert_array_equal(train.load(i), images[i])
+        assert train.label(i, classes) == labels[i]
+    out = tmp_path / "out"
+    model, meta = setup["model"]
+    job = batch.BatchJob(out=out, target="true", batch_size=5, shard_size=3)
+    summary = batch.explain_dataset(model, meta, inputs, job, devices=jax.local_devices()[:1],
+                                    progress=False)
+    assert summary.explained == len(inputs) and summary.failed == 0
+    results = batch.open_results(out)
+    x = np.stack([batch.center_crop(inputs.load(i), 32) if inputs.crop(i) else inputs.load(i)
+                  for i in range(len(inputs))]).astype(np.float32)
+    want = np.asarray([inputs.label(i, classes) for i in range(len(inputs))])
+    assert list(want[:n_test]) == expected["test_batch"][1]
+    assert list(want[n_test:]) == [CLASS_NAMES.index(c) for c in ("circle",) * 2 +
+                                   ("triangle",) * 2]
+    maps = jaxcam.explain_exits(model, normalize(x, MEAN, STD), targets=want)
+    got = np.stack([results[k].maps for k in inputs.keys], axis=1)
+    np.testing.assert_allclose(got, np.asarray(maps), atol=1e-5)
+    for k in inputs.keys:
+        np.testing.assert_array_equal(results[k].targets, results[k].label)
+    with pytest.raises(KeyError, match="not among"):
+        results["nope.png"]
