@@ -129,7 +129,8 @@ def _print_summary(summary: Any, n_show: int = 20) -> None:
         print(f"  resumed: {summary.resumed} of {summary.shards} shard(s) were already complete")
     if t.loop_s > 0:
         wait = t.input_wait_s / t.loop_s
-        print(f"  time: compile {t.compile_s:.1f} s, device {t.compute_s:.1f} s, decode "
+        print(f"  this process: {t.explained / t.loop_s:.1f} images/s after compiling; "
+              f"compile {t.compile_s:.1f} s, device {t.compute_s:.1f} s, decode "
               f"{t.decode_s:.1f} s (thread total), write {t.write_s:.1f} s (writer thread); "
               f"device waited on input {100 * wait:.0f}% of {format_seconds(t.loop_s)}")
     print(f"  {summary.processes} process(es), {summary.devices} device(s) each, batch "

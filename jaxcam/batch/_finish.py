@@ -86,6 +86,10 @@ def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,
     Returns:
       The manifest as written (``complete`` is False if a shard is missing).
     """
+    # Every process has passed the final barrier: no shard is being written any more, so
+    # temporary files left by killed writers can go.
+    for tmp in (out / SHARD_DIR).glob(".shard-*.tmp*"):
+        tmp.unlink(missing_ok=True)
     ranges = shard_ranges(n_inputs, shard_size)
     shards, missing = [], []
     errors: list[dict[str, Any]] = [{"index": None, "file": f, "reason": r}

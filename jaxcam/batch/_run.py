@@ -98,7 +98,8 @@ class RunSummary:
       failed: inputs that failed (whole run, including command-line inputs matching nothing).
       errors: ``(input, reason)`` pairs (process 0 only; empty elsewhere).
       shards: shard files of the run; resumed: those found complete and skipped.
-      seconds: wall time of this process; images_per_s: explained here per second.
+      seconds: wall time of this process; images_per_s: inputs explained by this call in all
+        processes (not those resumed) per second of it.
       complete: every shard exists (False if another process failed).
       timings: this process's per-stage seconds (:class:`~jaxcam.batch._pipeline.Timings`).
       processes, devices, batch_size: how it ran.
@@ -216,6 +217,13 @@ def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: Ba
                 "method": job.method, "exits": list(exits), "target": job.target,
                 "shard_size": shard_size, "map_dtype": dtype, "max_pixels": job.max_pixels}
     fp = fingerprint(settings)
+    if processes > 1:  # e.g. a different mount path on one host would split the run silently
+        mine_fp = np.asarray([int(fp[:7], 16)], np.int32)
+        if len(set(gather_counts(mine_fp)[:, 0].tolist())) > 1:
+            raise RunMismatchError(
+                f"the {processes} processes listed different inputs or settings (process "
+                f"{process}: {len(inputs)} inputs); every process must see the same files under "
+                f"the same paths and get the same arguments")
     out.mkdir(parents=True, exist_ok=True)
     _check_out(out, fp, settings, job.overwrite, process == 0)
     exit_numbers = tuple(k + 1 for k in exits)
@@ -281,7 +289,7 @@ def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: Ba
     return RunSummary(out=out, inputs=len(inputs), explained=explained, failed=failed,
                       errors=result.get("errors_list", []), shards=len(ranges),
                       resumed=len(mine) - len(todo), seconds=seconds,
-                      images_per_s=timings.explained / max(seconds, 1e-9),
+                      images_per_s=int(counts[:, 0].sum()) / max(seconds, 1e-9),
                       complete=complete, timings=timings,
                       processes=processes, devices=n_devices, batch_size=batch,
                       compilations=compilations)
