@@ -216,7 +216,9 @@ def test_help_exits_zero(argv, capsys):
     text = capsys.readouterr().out
     assert "usage: jaxcam" in text
     if argv == ["explain"]:
-        for flag in ("--model", "--method", "--exits", "--target", "--out", "--batch-size"):
+        for flag in ("--model", "--method", "--exits", "--target", "--out", "--batch-size",
+                     "--save-images", "--files-from", "--coordinator", "--num-processes",
+                     "--process-id", "--shard-size", "--max-pixels", "manifest.json"):
             assert flag in text
 
 
@@ -240,7 +242,7 @@ def test_pretrained_missing_and_present(ckpt, tmp_path, monkeypatch):
     # The module (msdnet_flax may also export the function under the same name).
     bundled = importlib.import_module("msdnet_flax.pretrained")
     monkeypatch.setattr(bundled, "BUNDLED_PATH", tmp_path / "absent")
-    with pytest.raises(FileNotFoundError, match="has not been trained yet: run"):
+    with pytest.raises(FileNotFoundError, match="no bundled model at .*absent: train one"):
         bundled.pretrained()
     monkeypatch.setattr(bundled, "BUNDLED_PATH", ckpt)
     model, meta = bundled.pretrained()

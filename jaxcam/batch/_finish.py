@@ -19,6 +19,7 @@ from jaxcam.batch._shards import (
     read_shard_meta,
     shard_path,
     shard_ranges,
+    write_shard,
 )
 
 __all__ = ["valid_shard", "finish_run", "MANIFEST", "ERRORS"]
@@ -59,8 +60,9 @@ def _merged_npz(path: Path, out: Path, n_shards: int, fingerprint: str, exits: S
                   "logits": np.zeros((k, 0, len(class_names)), np.float32),
                   "targets": np.zeros((k, 0), np.int32), "labels": np.zeros((0,), np.int32),
                   "files": np.zeros((0,), str), "names": np.zeros((0,), str)}
-    np.savez_compressed(path, **arrays, exits=np.asarray(exits, np.int32),
-                        class_names=np.asarray(class_names, dtype=str), method=np.asarray(method))
+    write_shard(path, {**arrays, "exits": np.asarray(exits, np.int32),
+                       "class_names": np.asarray(class_names, dtype=str),
+                       "method": np.asarray(method)}, compressed=True)
 
 
 def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,

@@ -82,10 +82,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     _replace_atomically(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
-def write_shard(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write one shard's arrays as an uncompressed ``.npz`` (fast; maps are already float16 or
-    float32), atomically."""
-    _replace_atomically(Path(path), lambda f: np.savez(f, **arrays))
+def write_shard(path: Path, arrays: Mapping[str, np.ndarray], compressed: bool = False) -> None:
+    """Write arrays as an ``.npz`` atomically; uncompressed by default (fast: random-looking
+    float maps hardly compress)."""
+    save = np.savez_compressed if compressed else np.savez
+    _replace_atomically(Path(path), lambda f: save(f, **arrays))
 
 
 def read_shard_meta(path: Path, fingerprint_: str | None = None, j: int | None = None,
