@@ -135,6 +135,13 @@ def model_digest(model: Any) -> str:
     return h.hexdigest()[:20]
 
 
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _resolve(job: BatchJob, n: int, k: int, size: int) -> tuple[str, str, bool, int]:
     small = n <= SMALL_RUN
     dtype = job.map_dtype if job.map_dtype != "auto" else ("float32" if small else "float16")
@@ -247,7 +254,7 @@ def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: Ba
     ctx = ShardContext(out=out, fingerprint=fp, shard_size=shard_size, map_dtype=dtype,
                        exit_numbers=exit_numbers, class_names=class_names, method=job.method,
                        process=process)
-    workers = job.workers or max(2, len(os.sched_getaffinity(0)))
+    workers = job.workers or max(2, _usable_cores())
     timings, compilations, batch = Timings(), 0, job.batch_size
     n_devices = len(jax.local_devices() if devices is None else devices)
     if todo:
