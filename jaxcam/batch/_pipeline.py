@@ -202,6 +202,9 @@ def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep, target: 
 
     def emit(pending: list[_Prepared]) -> None:
         x = np.stack([p.small for p in pending])
+        if not keep_original:  # no pictures: the writer needs neither input; free them early
+            for p in pending:
+                p.small = None
         if target == "true":
             cls = np.asarray([p.label for p in pending], np.int32)
         elif target == "pred":
