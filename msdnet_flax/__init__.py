@@ -9,12 +9,14 @@ from msdnet_flax.convert import (
     to_pytorch_state_dict,
 )
 from msdnet_flax.model import MSDNet
+from msdnet_flax.pretrained import Pretrained, pretrained
 from msdnet_flax.state import from_pure_dict, to_pure_dict
 from msdnet_flax.train_config import TrainConfig
 
 __all__ = [
     "MSDNet",
     "MSDNetConfig",
+    "Pretrained",
     "TrainConfig",
     "anytime",
     "budgeted",
@@ -24,6 +26,7 @@ __all__ = [
     "load_checkpoint",
     "load_pytorch_checkpoint",
     "predict",
+    "pretrained",
     "read_pytorch_state_dict",
     "save_checkpoint",
     "to_pure_dict",
