@@ -32,8 +32,8 @@ def _as_numpy(output: Any) -> np.ndarray:
 
 
 def jaxcam_all_exits(twins: Twins, inputs: Inputs, **options: Any) -> jax.Array:
-    return jaxcam.explain_exits(twins.flax_model, inputs.jax_images, targets=inputs.jax_classes,
-                                **options)
+    """All-exit maps (``explain_exits``) through the twins' :class:`jaxcam.ExitExplainer`."""
+    return twins.exit_explainer(inputs.jax_images, inputs.classes, **options)
 
 
 def _forward_fn(twins: Twins) -> Callable[[jax.Array], Any]:
@@ -43,26 +43,28 @@ def _forward_fn(twins: Twins) -> Callable[[jax.Array], Any]:
 
 
 def contenders(twins: Twins) -> list[Contender]:
+    """jaxcam as a user explaining many batches would call it: the explainer objects are built
+    once (split, layer checks) and called with device images and host (NumPy) classes."""
     last = twins.num_exits - 1
     forward = _forward_fn(twins)
+    last_exit = jaxcam.Explainer(twins.flax_model, target_layer=twins.exit_path(last),
+                                 output_index=last)
 
     def prep_all(inputs: Inputs) -> Callable[[], Any]:
         return lambda: jax.block_until_ready(jaxcam_all_exits(twins, inputs))
 
     def prep_last(inputs: Inputs) -> Callable[[], Any]:
-        layer, classes = twins.exit_path(last), inputs.jax_classes[last]
-        return lambda: jax.block_until_ready(jaxcam.explain(
-            twins.flax_model, inputs.jax_images, target_layer=layer, targets=classes,
-            output_index=last))
+        classes = inputs.classes[last]
+        return lambda: jax.block_until_ready(last_exit(inputs.jax_images, classes))
 
     def prep_forward(inputs: Inputs) -> Callable[[], Any]:
         return lambda: jax.block_until_ready(forward(inputs.jax_images))
 
     return [
-        Contender(JAXCAM_ALL, "jaxcam explain_exits", "jax", WORK_ALL, prep_all, REF_FINAL,
-                  _as_numpy, "the reference"),
-        Contender(JAXCAM_LAST, "jaxcam explain (last exit)", "jax", WORK_LAST, prep_last,
-                  REF_LAST, _as_numpy, "final maps vs explain_exits' last exit"),
+        Contender(JAXCAM_ALL, "jaxcam explain_exits (ExitExplainer)", "jax", WORK_ALL,
+                  prep_all, REF_FINAL, _as_numpy, "the reference"),
+        Contender(JAXCAM_LAST, "jaxcam explain (Explainer, last exit)", "jax", WORK_LAST,
+                  prep_last, REF_LAST, _as_numpy, "final maps vs explain_exits' last exit"),
         Contender(JAX_FORWARD, "JAX forward, all exits (jit)", "jax", WORK_FORWARD,
                   prep_forward, REF_LOGITS, lambda out: np.stack([np.asarray(o) for o in out]),
                   "logits vs explain_exits' logits, relative to the largest abs logit",

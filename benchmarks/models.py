@@ -7,11 +7,13 @@ the identity; cost does not depend on the values. ``tiny`` is a 3-exit network f
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
 from torch import nn
 
+import jaxcam
 import msdnet_flax
 from msdnet_flax.config import MSDNetConfig
 from msdnet_flax.configs import PRESETS
@@ -86,6 +88,12 @@ class Twins:
     @property
     def num_classes(self) -> int:
         return self.config.num_classes
+
+    @functools.cached_property
+    def exit_explainer(self) -> jaxcam.ExitExplainer:
+        """jaxcam's all-exit explainer of the Flax model, built once, as a user explaining many
+        batches would (the parity reference and the timed contender share its compilation)."""
+        return jaxcam.ExitExplainer(self.flax_model)
 
     def exit_path(self, k: int) -> str:
         """Exit k's classifier input layer: the Flax path, which also names the torch module."""

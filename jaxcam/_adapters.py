@@ -6,8 +6,9 @@ output on its way to the rest of the network. ``edit = a -> a + delta`` makes ``
 the gradient with respect to the activation (one ``jax.vjp``, no parameter gradients);
 ``edit = a -> a_new`` evaluates the network above the layer on new activations (Ablation-CAM).
 
-* Flax NNX: the model is split into a static graph and its state; inside the traced function a
-  copy is merged, put in eval mode, and the chosen submodule is swapped for a tapping wrapper.
+* Flax NNX: the model is split into its structure (:class:`jaxcam._prepared.Frozen`) and its
+  weights; inside the traced function a copy is merged, put in eval mode, and the chosen
+  submodule is swapped for a tapping wrapper.
 * Flax Linen: ``flax.linen.intercept_methods`` intercepts the chosen module's ``__call__``.
 * A pair ``(features_fn, head_fn)`` of plain functions: composition.
 
@@ -26,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Adapter", "make_adapter", "normalize_layer_path", "LayerPath"]
+from jaxcam._prepared import Frozen, is_presplit, split_model
+
+__all__ = ["Adapter", "make_adapter", "check_linen_layers", "normalize_layer_path", "LayerPath"]
 
 LayerPath = tuple[str, ...]
 Edit = Callable[[jax.Array], jax.Array]
@@ -92,7 +95,9 @@ class Adapter:
     Attributes:
       kind: ``'nnx'``, ``'linen'`` or ``'functions'``.
       layers: the tapped layers' paths.
-      static: what stays fixed: the NNX graph definition, the Linen module, or the function pair.
+      static: what stays fixed: the NNX model's :class:`Frozen` structure (its hash computed
+        once, so ``jax.jit`` does not rehash the graph on every call), the Linen module, or the
+        function pair.
     """
 
     kind: str
@@ -116,8 +121,8 @@ class Adapter:
         return output, recorder.collected()
 
 
-def _nnx_forward(graphdef: Any, state: Any, images: jax.Array, layers: Sequence[LayerPath],
-                 recorder: _Recorder) -> Any:
+def _nnx_forward(frozen: Frozen, leaves: list[jax.Array], images: jax.Array,
+                 layers: Sequence[LayerPath], recorder: _Recorder) -> Any:
     from flax import nnx
 
     class Tap(nnx.Module):
@@ -128,8 +133,7 @@ def _nnx_forward(graphdef: Any, state: Any, images: jax.Array, layers: Sequence[
         def __call__(self, *args, **kwargs):
             return recorder.record(self.path, self.inner(*args, **kwargs))
 
-    model = nnx.merge(graphdef, state)
-    model.eval()  # as pytorch-grad-cam does: explanations use BatchNorm's running statistics
+    model = frozen.merge(leaves)  # in eval mode, as pytorch-grad-cam explains
     for layer in layers:
         parent = model
         for part in layer[:-1]:
@@ -216,36 +220,63 @@ def _linen_layer_paths(module: Any, variables: Any, images: Any) -> list[LayerPa
     return paths
 
 
-def make_adapter(model: Any, layers: Sequence[LayerPath], variables: Any,
-                 images: jax.Array) -> tuple[Adapter, Any]:
+def _check_nnx_layers(model: Any, layers: Sequence[LayerPath]) -> None:
+    """Raise unless every path names a submodule of ``model`` (walked directly: listing every
+    path of a large model takes as long as splitting it)."""
+    from flax import nnx
+
+    for layer in layers:
+        node = model
+        try:
+            for part in layer:
+                node = _nnx_child(node, part)
+        except (AttributeError, IndexError, KeyError, ValueError, TypeError):
+            node = None
+        if not isinstance(node, nnx.Module) or isinstance(node, (nnx.List, nnx.Dict)):
+            raise _unknown_layer_error(layer, nnx_layer_paths(model))
+
+
+def check_linen_layers(module: Any, layers: Sequence[LayerPath], variables: Any,
+                       images: jax.Array) -> None:
+    """Raise unless every path names a submodule that ``module`` calls on ``images``."""
+    available = linen_layer_paths(module, variables, images)
+    for layer in layers:
+        if layer not in available:
+            raise _unknown_layer_error(layer, available)
+
+
+def make_adapter(model: Any, layers: Sequence[LayerPath], variables: Any) -> tuple[Adapter, Any]:
     """The adapter for ``model`` tapping ``layers``, and the state to pass to its forward.
 
+    A Linen model's layers can only be listed by running it on images: they are checked by
+    :func:`check_linen_layers`, once per image shape, by the caller.
+
+    Args:
+      model: an ``nnx.Module``, an ``nnx.split`` pair, a ``flax.linen.Module`` or a pair of
+        functions.
+      layers: the paths to tap.
+      variables: a Linen model's variables (ignored otherwise).
+
+    Returns:
+      The adapter and its state: an NNX model's weights (a snapshot, as a flat list), a Linen
+      model's variables, or None.
+
     Raises:
-      ValueError: a layer that does not exist (the message lists the ones that do), a Linen
+      ValueError: an NNX layer that does not exist (the message lists the ones that do), a Linen
         module without ``variables``, or a model of an unsupported kind.
     """
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is a dependency
-        nnx = None
     import flax.linen as nn
+    from flax import nnx
 
-    if nnx is not None and isinstance(model, nnx.Module):
-        available = nnx_layer_paths(model)
-        for layer in layers:
-            if layer not in available:
-                raise _unknown_layer_error(layer, available)
-        graphdef, state = nnx.split(model)
-        return Adapter("nnx", tuple(layers), graphdef), state
+    if isinstance(model, nnx.Module) or is_presplit(model):
+        _check_nnx_layers(nnx.merge(*model) if is_presplit(model) else model, layers)
+        frozen, leaves = split_model(model)
+        return Adapter("nnx", tuple(layers), frozen), leaves
     if isinstance(model, nn.Module):
         if variables is None:
             raise ValueError("a Flax Linen model needs its variables: pass "
                              "variables={'params': ..., 'batch_stats': ...} (what model.init "
                              "returned, or your trained state)")
-        available = linen_layer_paths(model, variables, images)
-        for layer in layers:
-            if layer not in available:
-                raise _unknown_layer_error(layer, available)
         return Adapter("linen", tuple(layers), model), variables
     if (isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model)):
         if len(layers) > 1:
@@ -253,6 +284,6 @@ def make_adapter(model: Any, layers: Sequence[LayerPath], variables: Any,
                              "features_fn; pass target_layer=None")
         return Adapter("functions", (("features",),), tuple(model)), None
     raise TypeError(
-        f"cannot explain a {type(model).__name__}: expected a flax.nnx.Module, a "
-        "flax.linen.Module (with variables=...), or a pair (features_fn, head_fn) of functions "
-        "where head_fn(features_fn(images)) is the model output")
+        f"cannot explain a {type(model).__name__}: expected a flax.nnx.Module (or its "
+        "nnx.split pair), a flax.linen.Module (with variables=...), or a pair (features_fn, "
+        "head_fn) of functions where head_fn(features_fn(images)) is the model output")

@@ -54,8 +54,12 @@ class TargetSpec:
     fn: Callable[[Any], jax.Array] | None = None
 
 
-def prepare_targets(targets: Any, batch: int) -> tuple[TargetSpec, jax.Array | None]:
+def prepare_targets(targets: Any, batch: int
+                    ) -> tuple[TargetSpec, np.ndarray | jax.Array | None]:
     """Split ``targets`` into a static spec and a (B,) int32 array of classes (or None).
+
+    The classes are a NumPy array when they came from the host (ints, lists, NumPy arrays) and a
+    ``jax.Array`` (or tracer) when they came as one.
 
     Raises:
       ValueError: a class array of the wrong shape or negative class indices.
@@ -91,13 +95,21 @@ def prepare_targets(targets: Any, batch: int) -> tuple[TargetSpec, jax.Array | N
         if tuple(classes.shape) != (batch,):
             raise ValueError(f"targets has shape {tuple(classes.shape)}; expected ({batch},), "
                              "one class per image")
-    if isinstance(classes, np.ndarray) and classes.size and classes.min() < 0:
-        raise ValueError(f"target class {int(classes.min())} is negative")
+    if isinstance(classes, np.ndarray):
+        if classes.size and classes.min() < 0:
+            raise ValueError(f"target class {int(classes.min())} is negative")
+        # Host classes stay on the host: their range is checked there, with no device sync,
+        # and jax.jit moves them to the device with the call.
+        return TargetSpec("index"), classes.astype(np.int32)
     return TargetSpec("index"), jnp.asarray(classes, dtype=jnp.int32)
 
 
-def check_target_range(classes: jax.Array | None, num_classes: int) -> None:
-    """Raise if any requested class is outside ``[0, num_classes)``."""
+def check_target_range(classes: np.ndarray | jax.Array | None, num_classes: int) -> None:
+    """Raise if any requested class is outside ``[0, num_classes)``.
+
+    Free for NumPy classes; a ``jax.Array`` is copied to the host, which waits for whatever
+    computes it (not for the explanation: call this before reading any result).
+    """
     if classes is None:
         return
     host = np.asarray(classes)

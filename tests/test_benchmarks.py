@@ -36,4 +36,5 @@ def test_quick_suite_every_contender_agrees_with_jaxcam(tmp_path: Path) -> None:
         assert row["rounds"] >= 1 and row["median_s"] > 0 and row["first_call_s"] > 0
     assert (tmp_path / "throughput_tiny.png").stat().st_size > 0
     text = md.read_text()
-    assert "| jaxcam explain_exits |" in text and "agrees" in text and "disagrees:" not in text
+    assert "| jaxcam explain_exits (ExitExplainer) |" in text
+    assert "agrees" in text and "disagrees:" not in text

@@ -457,7 +457,7 @@ def test_explain_exits_backpropagates_through_the_heads_only(msd, rng, exits):
     _, model = msd
     x = msd_images(rng)
     static, state = _split(model)
-    backbone = jax.make_jaxpr(lambda s, im: nnx.merge(static, s).exit_features(im))(state, x)
+    backbone = jax.make_jaxpr(lambda s, im: static.merge(s).exit_features(im))(state, x)
     backbone_convs = count_primitive(backbone.jaxpr, "conv_general_dilated")
     assert backbone_convs > 20
 
@@ -714,3 +714,134 @@ def test_bad_explain_exits_calls(cnn, msd, rng):
         jaxcam.explain_exits(model, x, targets=np.full((K, 2), 10))
     with pytest.raises(ValueError, match="explain_exits supports"):
         jaxcam.explain_exits(model, x, method="scorecam")
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Prepared explainers: split once, compile once, never wait for the device on host inputs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def count_splits(monkeypatch):
+    """Counts nnx.split calls (the per-call cost the explainer objects exist to avoid)."""
+    calls = []
+    split = nnx.split
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(nnx, "split", counting)
+    return calls
+
+
+def test_exit_explainer_splits_and_compiles_once(msd, rng, count_splits):
+    _, model = msd
+    explainer = jaxcam.ExitExplainer(model)
+    assert len(count_splits) == 1 and explainer.exits == tuple(range(K))
+    explainer(msd_images(rng), 3).block_until_ready()  # compiles its own function
+    # New data, and targets of another form but the same kind (classes): nothing to retrace.
+    calls = [(msd_images(rng), rng.integers(0, 10, size=(K, 2))), (msd_images(rng), [4, 7])]
+    with compilations() as seen:
+        got = [explainer(x, t, return_logits=True) for x, t in calls]
+        jax.block_until_ready(got)
+    assert seen == [] and len(count_splits) == 1
+    for (x, t), (maps, logits) in zip(calls, got, strict=True):
+        ref_maps, ref_logits = jaxcam.explain_exits(model, x, targets=t, return_logits=True)
+        np.testing.assert_allclose(np.asarray(maps), np.asarray(ref_maps), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=1e-6)
+
+
+def test_exit_explainer_keeps_its_weights_until_updated(msd, rng):
+    _, model = msd
+    _, other = make_twins(TINY_MSD, rng)
+    mine = nnx.clone(model)
+    explainer = jaxcam.ExitExplainer(mine)
+    x = msd_images(rng)
+    before = np.asarray(explainer(x, 2))
+    nnx.update(mine, nnx.state(other))  # training in place, as an optimizer does
+    np.testing.assert_array_equal(np.asarray(explainer(x, 2)), before)
+    with compilations() as seen:
+        explainer.update(mine)
+        after = np.asarray(explainer(x, 2))
+    assert seen == []
+    np.testing.assert_allclose(after, np.asarray(jaxcam.explain_exits(other, x, targets=2)),
+                               atol=1e-6)
+    assert np.abs(after - before).max() > 1e-2
+    explainer.update(nnx.state(model))  # a state works too
+    np.testing.assert_allclose(np.asarray(explainer(x, 2)), before, atol=1e-6)
+
+
+def test_explainer_splits_and_compiles_once_for_every_model_kind(cnn, rng, count_splits):
+    kinds = {"nnx": (cnn["nnx"], {"target_layer": LAYER}),
+             "nnx split": (nnx.split(cnn["nnx"]), {"target_layer": LAYER}),
+             "linen": (cnn["linen"], {"target_layer": LAYER, "variables": cnn["variables"]}),
+             "functions": (cnn["pair"], {})}
+    count_splits.clear()
+    explainers = {name: jaxcam.Explainer(model, **kw) for name, (model, kw) in kinds.items()}
+    assert len(count_splits) == 1  # the NNX module; the pair was split by the caller
+    for explainer in explainers.values():
+        explainer(images(rng), classes_of(rng)).block_until_ready()
+    x, classes = images(rng), classes_of(rng)
+    with compilations() as seen:
+        got = {name: explainer(x, classes) for name, explainer in explainers.items()}
+        jax.block_until_ready(got)
+    assert seen == [] and len(count_splits) == 1
+    expected = hand_gradcam(cnn, x, classes)
+    for name, maps in got.items():
+        np.testing.assert_allclose(np.asarray(maps), expected, atol=1e-5, err_msg=name)
+
+
+def test_explainer_update(cnn, rng):
+    other = make_weights(rng)
+    explainer = jaxcam.Explainer(cnn["nnx"], target_layer=LAYER)
+    x, classes = images(rng), classes_of(rng)
+    explainer.update(NnxCNN(other, nnx.Rngs(1)))
+    stem, body, head = function_pair(other)
+    expected = hand_gradcam({"stem": stem, "body": body, "head": head}, x, classes)
+    np.testing.assert_allclose(np.asarray(explainer(x, classes)), expected, atol=1e-5)
+    linen = jaxcam.Explainer(cnn["linen"], target_layer=LAYER, variables=cnn["variables"])
+    linen.update(variables=linen_variables(other))
+    np.testing.assert_allclose(np.asarray(linen(x, classes)), expected, atol=1e-5)
+    _, msd_model = make_twins(TINY_MSD, rng)
+    with pytest.raises(ValueError, match="structure.*build a new explainer"):
+        explainer.update(msd_model)
+    with pytest.raises(TypeError, match="takes the model"):
+        explainer.update(variables=cnn["variables"])
+    with pytest.raises(TypeError, match="holds no weights"):
+        jaxcam.Explainer(cnn["pair"]).update(cnn["nnx"])
+
+
+def test_host_inputs_never_wait_for_the_device(cnn, msd, rng, monkeypatch):
+    """NumPy images and classes are checked on the host: a call returns without reading any
+    device value, and bad values still raise clear errors."""
+    import jaxcam._prepared as prepared
+
+    exit_explainer = jaxcam.ExitExplainer(msd[1])
+    explainer = jaxcam.Explainer(cnn["nnx"], target_layer=LAYER)
+    x_msd, x = msd_images(rng), images(rng)
+    nan_msd, nan = x_msd.copy(), x.copy()
+    nan_msd[1, 2, 3, 0] = np.nan
+    nan[0, 1, 2, 1] = np.inf
+    for run, good, bad, n_classes in ((exit_explainer, x_msd, nan_msd, 10),
+                                      (explainer, x, nan, N_CLASSES)):
+        expected = run(good, 1)  # jax.Array images: one device read, for the NaN check
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            run(jnp.asarray(bad), 1)
+
+        def waited(flag):
+            raise AssertionError("the call waited for the device")
+
+        monkeypatch.setattr(prepared, "read_device_flag", waited)
+        np.testing.assert_array_equal(np.asarray(run(good, 1)), np.asarray(expected))
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            run(bad, 1)
+        with pytest.raises(ValueError, match=f"target class {n_classes} is out of range"):
+            run(good, n_classes)
+        run.check_finite = False  # device images: fully asynchronous when asked
+        np.testing.assert_array_equal(np.asarray(run(jnp.asarray(good), 1)),
+                                      np.asarray(expected))
+        with pytest.raises(AssertionError, match="waited"):
+            run.check_finite = True
+            run(jnp.asarray(good), 1)
+        monkeypatch.undo()
