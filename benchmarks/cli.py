@@ -1,13 +1,17 @@
 """Command-line flags of ``python -m benchmarks``.
 
     python -m benchmarks [--configs cifar10_anytime,imagenet_step4] [--batch-sizes 1,16]
-        [--methods gradcam] [--rounds 7] [--device cpu|gpu] [--out benchmarks/results]
-        [--md benchmarks/RESULTS.md] [--quick]
+        [--methods gradcam] [--rounds 5] [--per-exit-max-batch 0] [--device cpu|gpu]
+        [--out benchmarks/results] [--md benchmarks/RESULTS.md] [--quick]
 
 Default suite (CPU): cifar10_anytime at batch 1, 16, 64, 256 and imagenet_step4 at batch 1, 8,
 32. ``--batch-sizes`` replaces every config's list. Parity is checked on each config's first
-batch size. ``--quick`` runs the parity checks and one round per contender (a smoke run: for
-tests and for trying the code, not for numbers).
+batch size. The per-exit PyTorch contenders (pytorch-grad-cam once per exit, the article's
+hooks, captum, torchcam: a minute per call at cifar10_anytime batch 256 on 2 cores) are timed up
+to batch 64 (cifar10_anytime) and 8 (imagenet_step4) by default on CPU, which keeps ``make
+bench`` under 10 minutes; ``--per-exit-max-batch 0`` times them at every batch size.
+``--quick`` runs the parity checks and one round per contender (a smoke run: for tests and for
+trying the code, not for numbers).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ DEFAULT_BATCHES = {"cifar10_anytime": (1, 16, 64, 256), "imagenet_step4": (1, 8,
 GPU_BATCHES = {"cifar10_anytime": (1, 16, 64, 256, 1024), "imagenet_step4": (1, 8, 32, 128),
                "tiny": (2,)}
 METHODS = ("gradcam",)
+# Largest batch at which the per-exit PyTorch contenders are timed by default (CPU; 0: all).
+PER_EXIT_MAX_BATCH = {"cifar10_anytime": 64, "imagenet_step4": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Settings:
     quick: bool
     seed: int
     contenders: tuple[str, ...] | None
+    per_exit_max_batch: dict[str, int]  # config -> largest batch (0: every batch)
     command: str
 
 
@@ -66,15 +73,17 @@ def parse(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--batch-sizes", type=_ints, default=None,
                         help="comma-separated batch sizes for every config (default per config)")
     parser.add_argument("--methods", type=_names, default=METHODS, help="gradcam (only)")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (at most) per cell")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (at most) per cell")
     parser.add_argument("--min-rounds", type=int, default=1,
                         help="fewest rounds for a slow contender squeezed by the budget")
     parser.add_argument("--cell-budget", type=float, default=60.0,
                         help="at most this many seconds of timed rounds per (config, batch) "
                              "cell; slower contenders get fewer rounds (down to --min-rounds)")
-    parser.add_argument("--time-limit", type=float, default=540.0,
+    parser.add_argument("--time-limit", type=float, default=480.0,
                         help="seconds the whole run should take: cells share what is left "
-                             "(0: no limit, every cell gets --cell-budget)")
+                             "after the calls every cell needs (JAX compilation, warm-ups), "
+                             "which can overrun it (0: no limit, every cell gets "
+                             "--cell-budget); 480 leaves room for that within 10 minutes")
     parser.add_argument("--strict-limit", action="store_true",
                         help="do not time a PyTorch contender whose predicted call would end "
                              "past --time-limit (it is reported as not timed)")
@@ -90,6 +99,11 @@ def parse(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--contenders", type=_names, default=None,
                         help="only these contender keys (default all)")
+    parser.add_argument("--per-exit-max-batch", type=int, default=None,
+                        help="time the per-exit PyTorch contenders (pytorch-grad-cam x K, hooks, "
+                             "captum, torchcam) only up to this batch size, in every config "
+                             "(0: at every batch; default on CPU: 64 for cifar10_anytime, 8 for "
+                             "imagenet_step4; on GPU: every batch)")
     args = parser.parse_args(argv)
     unknown = [c for c in args.configs if c not in CONFIG_NAMES]
     if unknown:
@@ -100,6 +114,11 @@ def parse(argv: list[str] | None = None) -> Settings:
                      f"got {bad}")
     defaults = GPU_BATCHES if args.device == "gpu" else DEFAULT_BATCHES
     batches = {c: args.batch_sizes or defaults.get(c, (1, 8)) for c in args.configs}
+    if args.per_exit_max_batch is not None:
+        per_exit = {c: args.per_exit_max_batch for c in args.configs}
+    else:
+        per_exit = {c: PER_EXIT_MAX_BATCH.get(c, 0) if args.device == "cpu" else 0
+                    for c in args.configs}
     rounds, min_rounds, budget = args.rounds, args.min_rounds, args.cell_budget
     if args.quick:
         rounds, min_rounds, budget = 1, 1, 0.0
@@ -111,5 +130,5 @@ def parse(argv: list[str] | None = None) -> Settings:
         time_limit_s=args.time_limit, strict_limit=args.strict_limit,
         slow_call_s=args.slow_call,
         device=args.device, out=args.out, md=args.md, quick=args.quick,
-        seed=args.seed, contenders=args.contenders,
+        seed=args.seed, contenders=args.contenders, per_exit_max_batch=per_exit,
         command=shlex.join(words))

@@ -125,6 +125,14 @@ def markdown(results: dict[str, Any], json_path: str, plots: dict[str, str], md_
         f"sample (PyTorch calls over {s['slow_call_s']:g} s, which have nothing to compile). "
         f"Same weights, inputs and fixed random target classes for all; images NHWC for JAX, "
         f"NCHW for PyTorch, converted before timing.",
+        *(["- per-exit PyTorch contenders (pytorch-grad-cam once per exit, hooks, captum, "
+           "torchcam) timed up to batch "
+           + ", ".join(f"{b} ({c})" for c, b in s["per_exit_max_batch"].items() if b)
+           + " (`--per-exit-max-batch`; 0 times them at every batch)"]
+          if any(s.get("per_exit_max_batch", {}).values()) else []),
+        "- jaxcam is called as a user explaining many batches would: `jaxcam.ExitExplainer` "
+        "and `jaxcam.Explainer` built once per model (split, checks), called with device "
+        "images and NumPy classes.",
         f"- 'time / jaxcam': median time over jaxcam's for the same work (explain_exits for "
         f"all-exit and forward rows, explain for last-exit rows): how many times faster jaxcam "
         f"is. Peak memory: {results['memory_method']}.",

@@ -50,8 +50,10 @@ class Clock:
     not timed in that cell (and reported as such).
     """
 
-    def __init__(self, limit_s: float, cells: list[tuple[str, int]]):
+    def __init__(self, limit_s: float, cells: list[tuple[str, int]],
+                 per_exit_max_batch: dict[str, int] | None = None):
         self.start = time.perf_counter()
+        self.per_exit_max_batch = per_exit_max_batch or {}
         self.limit_s = limit_s
         self.future = list(cells)  # (config, batch) not started yet
         self.seen: dict[str, list[tuple[int, dict[str, float]]]] = {}  # config -> cells
@@ -84,7 +86,13 @@ class Clock:
             return 60.0
         keys = self.seen[config][-1][1]
         compile_s = sum(self.compile_s) / len(self.compile_s) if self.compile_s else 0.0
-        return compile_s + sum(self.predict(config, key, batch) or 0.0 for key in keys)
+        return compile_s + sum(self.predict(config, key, batch) or 0.0 for key in keys
+                               if not self.skips(config, batch, key))
+
+    def skips(self, config: str, batch: int, key: str) -> bool:
+        """Whether ``key`` is left out of this cell by ``--per-exit-max-batch``."""
+        limit = self.per_exit_max_batch.get(config, 0)
+        return key in torch_side.PER_EXIT and 0 < limit < batch
 
     def cell_budget(self, cap: float) -> float:
         if self.limit_s <= 0:
@@ -135,6 +143,10 @@ def run_cell(twins: Twins, contenders: list[Contender], batch: int, settings: cl
     first, estimate, memory, kept, skipped = {}, {}, {}, {}, {}
     compile_s = 0.0
     for key, (fn, framework) in calls.items():
+        if clock.skips(twins.name, batch, key):
+            skipped[key] = (f"not timed above batch "
+                            f"{settings.per_exit_max_batch[twins.name]} (--per-exit-max-batch)")
+            continue
         predicted = clock.predict(twins.name, key, batch)
         if (settings.strict_limit and framework == "torch" and predicted is not None
                 and predicted > 2.0 and predicted > clock.left()):
@@ -230,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     device = _setup_device(settings.device)
     probe = MemoryProbe(settings.device)
     clock = Clock(settings.time_limit_s,
-                  [(c, b) for c in settings.configs for b in settings.batches[c]])
+                  [(c, b) for c in settings.configs for b in settings.batches[c]],
+                  settings.per_exit_max_batch)
     results: dict[str, Any] = {
         "command": settings.command,
         "machine": _env.machine(),
@@ -244,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                      "time_limit_s": settings.time_limit_s,
                      "strict_limit": settings.strict_limit, "slow_call_s": settings.slow_call_s,
                      "quick": settings.quick, "methods": list(settings.methods),
+                     "per_exit_max_batch": settings.per_exit_max_batch,
                      "seed": settings.seed},
         "memory_method": probe.method,
         "configs": {},

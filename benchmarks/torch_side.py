@@ -53,6 +53,8 @@ CAPTUM_ALL = "captum_all"
 TORCHCAM_ALL = "torchcam_all"
 TORCH_FORWARD = "torch_forward"
 TORCH_BEST = "torch_best_all"
+# One library call (or backward) per exit: the slowest contenders, by far, at large batches.
+PER_EXIT = (PGC_ALL, HOOKS_ALL, CAPTUM_ALL, TORCHCAM_ALL)
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
