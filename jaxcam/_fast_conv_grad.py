@@ -23,19 +23,19 @@ own transposed conv (larger maps) it is slower (x (64, 8, 8, 284) -> 128: ~25 ms
 default ``mode="auto"`` rewrites only the convs whose JAX gradient would be swapped and whose
 stride-1 gradient would not; ``mode="always"`` rewrites every eligible one.
 
-``fast_strided_conv_grads(fn)`` traces ``fn`` to a jaxpr and re-evaluates it with a small
-interpreter that binds those strided convs (``window_strides > 1``, ``lhs_dilation == 1``,
-``batch_group_count == 1``, float input; "auto" also needs ``feature_group_count == 1``, as XLA
-never swaps grouped convs) through a ``jax.custom_vjp`` using this rule. The weight cotangent is
-JAX's own (the transpose of the original conv w.r.t. ``w``; under ``jit`` it is dead code when
-unused). Bodies of ``jit`` / ``pjit`` / ``closed_call`` / ``core_call`` holding such a conv are
-inlined; every other equation, including ``custom_jvp_call``, ``custom_vjp_call``, ``checkpoint``
-and ``scan`` / ``cond`` / ``while``, is bound unchanged, so a conv inside those keeps JAX's rule.
+``fast_strided_conv_grads(fn)`` traces ``fn`` to a jaxpr and re-evaluates it with the small
+interpreter of :mod:`jaxcam._jaxpr_interp`, binding those strided convs (``window_strides > 1``,
+``lhs_dilation == 1``, ``batch_group_count == 1``, float input; "auto" also needs
+``feature_group_count == 1``, as XLA never swaps grouped convs) through a ``jax.custom_vjp``
+using this rule. The weight cotangent is JAX's own (the transpose of the original conv w.r.t.
+``w``; under ``jit`` it is dead code when unused). Bodies of ``jit`` / ``pjit`` /
+``closed_call`` / ``core_call`` holding such a conv are inlined; every other equation, including
+``custom_jvp_call``, ``custom_vjp_call``, ``checkpoint`` and ``scan`` / ``cond`` / ``while``, is
+bound unchanged, so a conv inside those keeps JAX's rule.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -45,8 +45,8 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 from jax import lax
 
-_CALL_PRIMITIVES = frozenset({"jit", "pjit", "closed_call", "core_call"})
-_BODY_PARAMS = ("jaxpr", "call_jaxpr")
+from jaxcam import _jaxpr_interp as interp
+
 Mode = Literal["auto", "always"]
 
 
@@ -74,15 +74,7 @@ def _is_strided_conv(eqn: jex.JaxprEqn, mode: Mode) -> bool:
 
 def _call_body(eqn: jex.JaxprEqn) -> tuple[jex.Jaxpr, Sequence[Any]] | None:
     """The (jaxpr, consts) a plain call equation (``jit``, ``closed_call``, ...) evaluates."""
-    if eqn.primitive.name not in _CALL_PRIMITIVES:
-        return None
-    for name in _BODY_PARAMS:
-        body = eqn.params.get(name)
-        if isinstance(body, jex.ClosedJaxpr):
-            return body.jaxpr, body.consts
-        if isinstance(body, jex.Jaxpr):
-            return body, ()
-    return None
+    return interp.body(eqn) if eqn.primitive.name in interp.CALL_PRIMITIVES else None
 
 
 def _has_strided_conv(jaxpr: jex.Jaxpr, mode: Mode) -> bool:
@@ -147,33 +139,19 @@ def _strided_conv(params: dict[str, Any]) -> Callable[[jax.Array, jax.Array], ja
     return fast
 
 
-def _eval_eqn(eqn: jex.JaxprEqn, invals: list[Any], mode: Mode) -> list[Any]:
-    context = getattr(getattr(eqn, "ctx", None), "manager", None) or contextlib.nullcontext()
-    if _is_strided_conv(eqn, mode):
-        with context:
-            return [_strided_conv(eqn.params)(*invals)]
-    body = _call_body(eqn)
-    if body is not None and _has_strided_conv(body[0], mode):
-        return _eval_jaxpr(body[0], body[1], invals, mode)
-    with context:
-        outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-    return list(outs) if eqn.primitive.multiple_results else [outs]
+def _rule(mode: Mode) -> interp.Rule:
+    """Strided convs through :func:`_strided_conv`; calls holding one inlined; else unchanged."""
 
+    def rule(eqn: jex.JaxprEqn, invals: list[Any]) -> list[Any] | None:
+        if _is_strided_conv(eqn, mode):
+            with interp.eqn_context(eqn):
+                return [_strided_conv(eqn.params)(*invals)]
+        body = _call_body(eqn)
+        if body is not None and _has_strided_conv(body[0], mode):
+            return interp.eval_jaxpr(body[0], body[1], invals, rule)
+        return None
 
-def _eval_jaxpr(
-    jaxpr: jex.Jaxpr, consts: Sequence[Any], args: Sequence[Any], mode: Mode
-) -> list[Any]:
-    env: dict[Any, Any] = {}
-
-    def read(atom: Any) -> Any:
-        return atom.val if isinstance(atom, jex.Literal) else env[atom]
-
-    env.update(zip(jaxpr.constvars, consts, strict=True))
-    env.update(zip(jaxpr.invars, args, strict=True))
-    for eqn in jaxpr.eqns:
-        outs = _eval_eqn(eqn, [read(atom) for atom in eqn.invars], mode)
-        env.update(zip(eqn.outvars, outs, strict=True))
-    return [read(atom) for atom in jaxpr.outvars]
+    return rule
 
 
 def fast_strided_conv_grads(
@@ -201,9 +179,4 @@ def fast_strided_conv_grads(
         A function with the same signature and outputs as ``fn``.
     """
 
-    def fast_fn(*args: Any) -> Any:
-        closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
-        outs = _eval_jaxpr(closed.jaxpr, closed.consts, jax.tree.leaves(args), mode)
-        return jax.tree.unflatten(jax.tree.structure(out_shapes), outs)
-
-    return fast_fn
+    return interp.rewriting(fn, _rule(mode))

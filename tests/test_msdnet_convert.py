@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from twins import nchw, random_torch_msdnet
 
 import msdnet_flax
 from msdnet_flax import configs
@@ -31,27 +32,6 @@ SMALL = MSDNetConfig(data="cifar", num_classes=7, n_blocks=3, n_channels=8, base
 
 
 # ----------------------------------------------------------------------------------- helpers
-
-
-def make_twin(config: MSDNetConfig, rng: np.random.Generator) -> TorchMSDNet:
-    """A TorchMSDNet in eval mode: kalviny's random init (seeded from ``rng``), then random
-    BatchNorm affine and running statistics and random linear (and stem conv) biases."""
-    def rand(shape, kind, *args):
-        return torch.from_numpy(getattr(rng, kind)(*args, size=tuple(shape)).astype(np.float32))
-
-    torch.manual_seed(int(rng.integers(2**31)))
-    model = TorchMSDNet(config)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(rand(m.weight.shape, "uniform", 0.5, 1.5))
-                m.bias.copy_(rand(m.bias.shape, "normal", 0.0, 0.2))
-                m.running_mean.copy_(rand(m.running_mean.shape, "normal", 0.0, 0.2))
-                m.running_var.copy_(rand(m.running_var.shape, "uniform", 0.5, 2.0))
-                m.num_batches_tracked.fill_(int(rng.integers(1, 10_000)))
-            elif isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.bias is not None:
-                m.bias.copy_(rand(m.bias.shape, "normal", 0.0, 0.2))
-    return model.eval()
 
 
 def save_like_kalviny(model: TorchMSDNet, path: os.PathLike, rng: np.random.Generator) -> None:
@@ -70,10 +50,6 @@ def save_like_kalviny(model: TorchMSDNet, path: os.PathLike, rng: np.random.Gene
     assert any(k.endswith("num_batches_tracked") for k in state_dict)
     torch.save({"epoch": 1, "arch": "msdnet", "state_dict": state_dict, "best_prec1": 0.0,
                 "optimizer": optimizer.state_dict()}, path)
-
-
-def nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 def torch_outputs(model: TorchMSDNet, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -127,7 +103,7 @@ def preset_twins(request, tmp_path_factory):
     """(config, random twin in eval mode, Flax model loaded from its kalviny-format file)."""
     rng = seeded_rng()
     config = configs.get_config(request.param)
-    twin = make_twin(config, rng)
+    twin = random_torch_msdnet(config, rng, shift=0.2, biases=True)
     path = tmp_path_factory.mktemp(request.param) / "checkpoint_001.pth.tar"
     save_like_kalviny(twin, path, rng)
     twin.eval()
@@ -139,7 +115,7 @@ def preset_twins(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_twin():
     rng = seeded_rng()
-    return make_twin(SMALL, rng)
+    return random_torch_msdnet(SMALL, rng, shift=0.2, biases=True)
 
 
 def batch_for(config: MSDNetConfig) -> int:

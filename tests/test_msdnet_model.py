@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx, traverse_util
+from twins import random_torch_msdnet
 
 import msdnet_flax
 from msdnet_flax import configs
@@ -39,25 +40,6 @@ TINY = MSDNetConfig(data="cifar", num_classes=5, n_blocks=2, n_channels=8, base=
 
 
 # ----------------------------------------------------------------------------------- helpers
-
-
-def make_twin(config: MSDNetConfig, rng: np.random.Generator) -> TorchMSDNet:
-    """A TorchMSDNet (eval mode) with random weights and random BatchNorm."""
-    def rand(shape, kind, *args):
-        return torch.from_numpy(getattr(rng, kind)(*args, size=tuple(shape)).astype(np.float32))
-
-    torch.manual_seed(int(rng.integers(2**31)))
-    model = TorchMSDNet(config)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(rand(m.weight.shape, "uniform", 0.5, 1.5))
-                m.bias.copy_(rand(m.bias.shape, "normal", 0.0, 0.2))
-                m.running_mean.copy_(rand(m.running_mean.shape, "normal", 0.0, 0.2))
-                m.running_var.copy_(rand(m.running_var.shape, "uniform", 0.5, 2.0))
-            elif isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.bias is not None:
-                m.bias.copy_(rand(m.bias.shape, "normal", 0.0, 0.2))
-    return model.eval()
 
 
 def assert_close(actual, expected, what: str, rtol: float = 1e-4) -> None:
@@ -161,7 +143,7 @@ def test_custom_configs_exercise_what_they_claim():
 @pytest.mark.parametrize("name", sorted(CUSTOM))
 def test_custom_config_matches_twin(name, rng):
     config = CUSTOM[name]
-    twin = make_twin(config, rng)
+    twin = random_torch_msdnet(config, rng, shift=0.2, biases=True)
     model = msdnet_flax.load_pytorch_checkpoint(twin.state_dict(), config)
     x = images(rng, config, batch=1 if config.data == "imagenet" else 2)
     with torch.no_grad():

@@ -3,7 +3,8 @@
 PyTorch tools swap the backward rule of ``nn.ReLU`` modules with hooks. A JAX function has no
 modules to hook, so ``guided_relu_transform`` traces the function to a jaxpr and re-evaluates it
 with an interpreter that replaces every ReLU with ``_guided_relu``, a ``jax.custom_vjp`` whose
-backward pass is the guided rule. The user's model is never edited.
+backward pass is the guided rule (the interpreter is :mod:`jaxcam._jaxpr_interp`'s). The user's
+model is never edited.
 
 What counts as a ReLU in a jaxpr:
 
@@ -22,8 +23,7 @@ rules a bare ``max(x, 0)`` is left alone, because there it is an implementation 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -31,13 +31,14 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcam import _jaxpr_interp as interp
 from jaxcam.input_space._common import ScoreFn
 
-# Primitives whose body is evaluated inline when it holds a ReLU: plain calls, no custom rule.
-_CALL_PRIMITIVES = frozenset({"jit", "pjit", "closed_call", "core_call", "remat", "remat2"})
+# Primitives whose body is evaluated inline when it holds a ReLU: plain calls and checkpoints,
+# no custom rule.
+_CALL_PRIMITIVES = interp.CALL_PRIMITIVES | {"remat", "remat2"}
 # Primitives carrying a custom derivative of their body.
 _CUSTOM_RULE_PRIMITIVES = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
-_BODY_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 
 @jax.custom_vjp
@@ -82,17 +83,6 @@ def _max_zero_operand(eqn: jex.JaxprEqn) -> int | None:
     return None
 
 
-def _body(eqn: jex.JaxprEqn) -> tuple[jex.Jaxpr, Sequence[Any]] | None:
-    """The (jaxpr, consts) a call-like equation evaluates, or None."""
-    for name in _BODY_PARAMS:
-        body = eqn.params.get(name)
-        if isinstance(body, jex.ClosedJaxpr):
-            return body.jaxpr, body.consts
-        if isinstance(body, jex.Jaxpr):
-            return body, ()
-    return None
-
-
 def _is_relu_body(jaxpr: jex.Jaxpr) -> bool:
     """Whether ``jaxpr`` computes exactly ``max(x, 0)`` of its one input (through ``jit``s)."""
     if len(jaxpr.invars) != 1 or len(jaxpr.outvars) != 1 or len(jaxpr.eqns) != 1:
@@ -103,12 +93,12 @@ def _is_relu_body(jaxpr: jex.Jaxpr) -> bool:
     operand = _max_zero_operand(eqn)
     if operand is not None:
         return eqn.invars[operand] is jaxpr.invars[0]
-    body = _body(eqn) if eqn.primitive.name in _CALL_PRIMITIVES else None
+    body = interp.body(eqn) if eqn.primitive.name in _CALL_PRIMITIVES else None
     return body is not None and list(eqn.invars) == list(jaxpr.invars) and _is_relu_body(body[0])
 
 
 def _is_relu_call(eqn: jex.JaxprEqn) -> bool:
-    body = _body(eqn) if eqn.primitive.name == "custom_jvp_call" else None
+    body = interp.body(eqn) if eqn.primitive.name == "custom_jvp_call" else None
     return body is not None and _is_relu_body(body[0]) and _is_floating(eqn.invars[0])
 
 
@@ -117,7 +107,7 @@ def _contains_relu(jaxpr: jex.Jaxpr, rewrite_maximum: bool) -> bool:
         if _is_relu_call(eqn) or (rewrite_maximum and _max_zero_operand(eqn) is not None):
             return True
         if eqn.primitive.name in _CUSTOM_RULE_PRIMITIVES:
-            body = _body(eqn)
+            body = interp.body(eqn)
             if body is not None and _contains_relu(body[0], rewrite_maximum=False):
                 return True
             continue
@@ -134,7 +124,7 @@ def _guided_closed_jaxpr(closed: jex.ClosedJaxpr, rewrite_maximum: bool) -> jex.
     ]
 
     def guided(*args: Any) -> list[Any]:
-        return _eval_jaxpr(closed.jaxpr, closed.consts, args, rewrite_maximum)
+        return interp.eval_jaxpr(closed.jaxpr, closed.consts, args, _rule(rewrite_maximum))
 
     return jax.make_jaxpr(guided)(*avals)
 
@@ -152,42 +142,26 @@ def _rewrite_params(params: dict[str, Any], rewrite_maximum: bool) -> dict[str, 
     return {name: rewrite(value) for name, value in params.items()}
 
 
-def _eval_eqn(eqn: jex.JaxprEqn, invals: list[Any], rewrite_maximum: bool) -> list[Any]:
-    name = eqn.primitive.name
-    operand = _max_zero_operand(eqn) if rewrite_maximum else None
-    if operand is not None:
-        return [_guided_relu(invals[operand])]
-    if _is_relu_call(eqn):
-        return [_guided_relu(invals[0])]
-    body = _body(eqn) if name in _CALL_PRIMITIVES | _CUSTOM_RULE_PRIMITIVES else None
-    if body is not None:
+def _rule(rewrite_maximum: bool) -> interp.Rule:
+    """ReLUs through :func:`_guided_relu`; calls holding one inlined; control flow rewritten."""
+
+    def rule(eqn: jex.JaxprEqn, invals: list[Any]) -> list[Any] | None:
+        name = eqn.primitive.name
+        operand = _max_zero_operand(eqn) if rewrite_maximum else None
+        if operand is not None:
+            return [_guided_relu(invals[operand])]
+        if _is_relu_call(eqn):
+            return [_guided_relu(invals[0])]
+        body = interp.body(eqn) if name in _CALL_PRIMITIVES | _CUSTOM_RULE_PRIMITIVES else None
+        if body is None:
+            return interp.bind(eqn, invals, _rewrite_params(eqn.params, rewrite_maximum))
         # Inside a custom rule, a bare max(x, 0) is arithmetic, not a layer: leave it.
         inner_rewrite_maximum = rewrite_maximum and name in _CALL_PRIMITIVES
         if _contains_relu(body[0], inner_rewrite_maximum):
-            return _eval_jaxpr(body[0], body[1], invals, inner_rewrite_maximum)
-        params = eqn.params
-    else:
-        params = _rewrite_params(eqn.params, rewrite_maximum)
-    context = getattr(getattr(eqn, "ctx", None), "manager", None) or contextlib.nullcontext()
-    with context:
-        outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(params))
-    return list(outs) if eqn.primitive.multiple_results else [outs]
+            return interp.eval_jaxpr(body[0], body[1], invals, _rule(inner_rewrite_maximum))
+        return None
 
-
-def _eval_jaxpr(
-    jaxpr: jex.Jaxpr, consts: Sequence[Any], args: Sequence[Any], rewrite_maximum: bool
-) -> list[Any]:
-    env: dict[Any, Any] = {}
-
-    def read(atom: Any) -> Any:
-        return atom.val if isinstance(atom, jex.Literal) else env[atom]
-
-    env.update(zip(jaxpr.constvars, consts, strict=True))
-    env.update(zip(jaxpr.invars, args, strict=True))
-    for eqn in jaxpr.eqns:
-        outs = _eval_eqn(eqn, [read(atom) for atom in eqn.invars], rewrite_maximum)
-        env.update(zip(eqn.outvars, outs, strict=True))
-    return [read(atom) for atom in jaxpr.outvars]
+    return rule
 
 
 def guided_relu_transform(
@@ -208,12 +182,7 @@ def guided_relu_transform(
         A function with the same signature and outputs as ``fn``.
     """
 
-    def guided_fn(*args: Any) -> Any:
-        closed, out_shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
-        outs = _eval_jaxpr(closed.jaxpr, closed.consts, jax.tree.leaves(args), rewrite_maximum)
-        return jax.tree.unflatten(jax.tree.structure(out_shapes), outs)
-
-    return guided_fn
+    return interp.rewriting(fn, _rule(rewrite_maximum))
 
 
 def guided_backprop(
