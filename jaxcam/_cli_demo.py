@@ -14,35 +14,13 @@ from jaxcam._cli_io import write_png
 
 __all__ = ["run_demo", "load_demo_model"]
 
-_UNTRAINED = ("UNTRAINED MODEL: the bundled model has not been trained yet, so this demo uses a "
-              "RANDOMLY INITIALISED cifar10_anytime MSD-Net. Its predictions are chance and its "
-              "maps show nothing about the shapes.")
-
-
 def load_demo_model() -> tuple[Any, dict[str, Any], str, str | None]:
-    """The bundled model, or (until it exists) a random one: ``(model, meta, spec, warning)``."""
+    """The bundled model: ``(model, meta, spec, warning)`` (``warning`` is None for it; tests
+    substitute a tiny model with a warning)."""
     from msdnet_flax.pretrained import pretrained
 
-    try:
-        model, meta = pretrained()
-        return model, meta, "bundled", None
-    except FileNotFoundError as exc:
-        # TODO(bundled model): remove this random-model fallback once msdnet_flax/assets/bundled
-        # ships a trained checkpoint; the demo must then always use msdnet_flax.pretrained().
-        reason = str(exc)
-    from flax import nnx
-
-    import msdnet_flax
-    from msdnet_flax.data.procedural import CLASS_NAMES, MEAN, STD
-
-    bar = "!" * 78
-    print(f"{bar}\nWARNING: {reason}\nWARNING: {_UNTRAINED}\n{bar}", file=sys.stderr)
-    model = msdnet_flax.MSDNet(msdnet_flax.configs.cifar10_anytime(len(CLASS_NAMES)),
-                               rngs=nnx.Rngs(0))
-    model.eval()
-    meta = {"mean": list(MEAN), "std": list(STD), "class_names": list(CLASS_NAMES),
-            "path": "none (random initialisation)", "step": 0}
-    return model, meta, "UNTRAINED random cifar10_anytime (fallback)", _UNTRAINED
+    model, meta = pretrained()
+    return model, meta, "bundled", None
 
 
 def run_demo(out: Path, *, method: str = "gradcam", n: int = 12, seed: int = 0,

@@ -109,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write N (default 12) procedural shape images of increasing difficulty and\n"
         "their object masks into OUT/inputs, explain every exit of the bundled model on them and\n"
         "write the grids, overlays, cams.npz and index.html into OUT. Takes under a minute on a\n"
-        "CPU. Until the bundled model is trained, a randomly initialised cifar10_anytime model\n"
-        "stands in, with a loud warning (and in the gallery and on every grid).")
+        "CPU. The bundled model is msdnet_flax.pretrained() (model card: README).")
     demo.add_argument("--out", default="diags", type=Path, metavar="DIR",
                       help="output directory (default ./diags)")
     demo.add_argument("--method", default="gradcam", choices=EXIT_METHODS,

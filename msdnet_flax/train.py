@@ -51,7 +51,7 @@ _RESUMABLE_CHANGES = {"out_dir", "log_every", "checkpoint_every", "keep", "devic
 # Fields the compiled step does not depend on.
 _NOT_IN_STEP = _RESUMABLE_CHANGES - {"fast_conv_grads"} | {
     "data", "data_path", "n_train", "n_val", "n_test", "difficulty", "data_seed", "holdout",
-    "seed"}
+    "seed", "init_from"}
 
 
 def _check_resumable(cfg: TrainConfig, saved: dict[str, Any] | None) -> None:
@@ -63,6 +63,18 @@ def _check_resumable(cfg: TrainConfig, saved: dict[str, Any] | None) -> None:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ValueError(f"{cfg.out_dir} holds a run with other settings ({diffs}); use another "
                          f"out_dir or the same settings to resume it")
+
+
+def _initial_model(path: str, model_config: Any) -> MSDNet:
+    """The weights and BatchNorm statistics of checkpoint ``path``, in training mode."""
+    arrays, meta = read_checkpoint(path)
+    saved = meta["model_config"]
+    if saved != model_config.to_dict():
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} (checkpoint) vs {v!r} (run)"
+                          for k, v in model_config.to_dict().items() if saved.get(k) != v)
+        raise ValueError(f"init_from={path!r} holds another architecture than this run's "
+                         f"({diffs}); pick a checkpoint of the same model and class count")
+    return model_from_arrays(model_config, arrays, train=True)
 
 
 def _validate(model: MSDNet, data: ArrayDataset, mean, std, batch_size: int) -> list[float]:
@@ -118,6 +130,8 @@ class _Run:
             model = model_from_arrays(model_config, arrays, train=True)
             self.step = int(meta["step"])
             meter_state = meta["extra"].get("meter")
+        elif cfg.init_from:
+            model = _initial_model(cfg.init_from, model_config)
         else:
             model = MSDNet(model_config, rngs=nnx.Rngs(cfg.seed))
             model.train()

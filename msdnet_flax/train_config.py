@@ -48,6 +48,8 @@ _HELP = {
     "warmup_steps": "linear warm-up steps from 0 to lr before the schedule",
     "augment": "pad-4 random crop and horizontal flip on the device",
     "seed": "seed of the initial weights, the data order and the augmentation",
+    "init_from": "start from this checkpoint's weights and BatchNorm statistics instead of a "
+                 "random initialisation (fine-tuning; the optimizer and schedule start afresh)",
     "out_dir": "run directory: checkpoints, JSONL logs; an existing run there is resumed",
     "log_every": "steps between JSONL log records and progress refreshes",
     "checkpoint_every": "steps between extra checkpoints (0: only at the end of each epoch)",
@@ -88,6 +90,7 @@ class TrainConfig:
     warmup_steps: int = 0
     augment: bool = True
     seed: int = 0
+    init_from: str | None = None
     out_dir: str = "runs/msdnet"
     log_every: int = 50
     checkpoint_every: int = 0

@@ -271,3 +271,23 @@ def test_checkpoint_files_pointer_and_pruning(tmp_path, rng):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(FileNotFoundError, match="no MSD-Net checkpoint"):
         load_checkpoint(tmp_path / "nothing")
+
+
+def test_init_from_starts_at_the_checkpoint_weights(runs, tmp_path):
+    from msdnet_flax.checkpoint import latest_checkpoint
+    from msdnet_flax.train import _Run
+
+    source = latest_checkpoint(runs["full"] / "checkpoints")
+    arrays, _ = read_checkpoint(source)
+    cfg = dataclasses.replace(RUN, out_dir=str(tmp_path / "ft"), init_from=str(source), lr=0.01)
+    splits = load_splits(cfg)
+    run = _Run(cfg, splits["train"], splits["val"])
+    run.log.close()
+    assert run.step == 0  # a new run: fresh optimizer, schedule from its start
+    params = nnx.to_flat_state(run.state.params)
+    for path, value in params:
+        key = "params/" + "/".join(map(str, path))
+        np.testing.assert_array_equal(np.asarray(value.get_value()), arrays[key], err_msg=key)
+    other = dataclasses.replace(cfg, model=dataclasses.replace(TINY, growth_rate=4))
+    with pytest.raises(ValueError, match=r"another architecture .*growth_rate: 6 \(checkpoint\)"):
+        _Run(other, splits["train"], splits["val"])
