@@ -222,7 +222,10 @@ def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: Ba
                 "n_inputs": len(inputs), "model": model_digest(model),
                 "mean": [float(m) for m in meta["mean"]], "std": [float(s) for s in meta["std"]],
                 "method": job.method, "exits": list(exits), "target": job.target,
-                "shard_size": shard_size, "map_dtype": dtype, "max_pixels": job.max_pixels}
+                "shard_size": shard_size, "map_dtype": dtype, "max_pixels": job.max_pixels,
+                # Pictures too: a resumed run must not leave the gallery without its images.
+                "save_images": save, "cam_exit": job.cam_exit % len(exits),
+                "compare": list(job.compare)}
     fp = fingerprint(settings)
     if processes > 1:  # e.g. a different mount path on one host would split the run silently
         mine_fp = np.asarray([int(fp[:7], 16)], np.int32)
