@@ -212,6 +212,7 @@ def test_two_processes_over_localhost_equal_one(setup, run_a, tmp_path):
     assert [p.returncode for p in procs] == [1, 1], logs  # 1: some inputs failed
     assert "explained 27 image(s)" in logs[0] and f"{len(BAD)} failed" in logs[0]
     assert "2 process(es), 2 device(s) each" in logs[0] and "explained" not in logs[1]
+    assert "process 0/2 explained [" in logs[0] and "ETA" in logs[0]  # one bar, process 0's
     manifest = json.loads((out / "manifest.json").read_text())
     per = manifest["per_process"]
     assert [p["shards_computed"] for p in per] == [5, 4]  # 36 inputs, shards of 4
