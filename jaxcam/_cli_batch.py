@@ -123,8 +123,10 @@ def _print_summary(summary: Any, n_show: int = 20) -> None:
     from jaxcam.batch._progress import format_seconds
 
     t = summary.timings
-    print(f"explained {summary.explained} image(s) in {summary.seconds:.1f} s "
-          f"({summary.images_per_s:.1f} images/s); {summary.failed} failed")
+    rate = f"{summary.images_per_s:.1f} images/s" if summary.resumed < summary.shards \
+        else "nothing left to compute"
+    print(f"explained {summary.explained} image(s) in {summary.seconds:.1f} s ({rate}); "
+          f"{summary.failed} failed")
     if summary.resumed:
         print(f"  resumed: {summary.resumed} of {summary.shards} shard(s) were already complete")
     if t.loop_s > 0:
