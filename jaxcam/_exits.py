@@ -219,8 +219,9 @@ class ExitExplainer:
              ) -> jax.Array | tuple[jax.Array, jax.Array]:
         """One call through ``jitted`` (this explainer's own, or ``explain_exits``' shared one),
         which takes the arguments of :func:`_explain_exits_core` after the model structure."""
-        finite_checked = check_finite_on_host(images, self.check_finite)
-        images = check_images(images)
+        raw = images
+        images = check_images(images)  # first: its errors say more than a NaN check's would
+        finite_checked = check_finite_on_host(raw, self.check_finite)
         if self._n_exits is None:  # trace once, abstractly, to count the exits
             static, leaves = self._static, self._leaves
             self._set_exit_count(len(jax.eval_shape(

@@ -335,8 +335,9 @@ class Explainer:
              key: jax.Array | None) -> jax.Array:
         """One call through ``jitted`` (this explainer's own, or ``explain``'s shared one),
         which takes the arguments of :func:`_explain_core` after the adapter."""
-        finite_checked = check_finite_on_host(images, self.check_finite)
-        images = check_images(images)
+        raw = images
+        images = check_images(images)  # first: its errors say more than a NaN check's would
+        finite_checked = check_finite_on_host(raw, self.check_finite)
         adapter = self._adapter
         if adapter.kind == "linen":
             signature = (tuple(images.shape), images.dtype)
