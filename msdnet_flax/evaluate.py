@@ -33,9 +33,9 @@ from msdnet_flax.cost import cost
 from msdnet_flax.data import ArrayDataset, normalize
 from msdnet_flax.model import MSDNet
 
-__all__ = ["predict", "exit_accuracy", "anytime", "exit_fractions", "find_thresholds",
-           "apply_thresholds", "budgeted", "DEFAULT_P", "format_anytime", "format_budgeted",
-           "main"]
+__all__ = ["predict", "exit_accuracy", "anytime", "exit_fractions", "max_softmax",
+           "find_thresholds", "apply_thresholds", "budgeted", "DEFAULT_P", "format_anytime",
+           "format_budgeted", "main"]
 
 # kalviny: p = 1/20, 2/20, ..., 39/20.
 DEFAULT_P = np.arange(1, 40) / 20.0
@@ -111,8 +111,8 @@ def exit_fractions(p: float, num_exits: int) -> np.ndarray:
     return q / q.sum()
 
 
-def _confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, N) max softmax probability and (K, N) argmax."""
+def max_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(K, N)`` confidence (max softmax probability) and ``(K, N)`` prediction of each exit."""
     z = np.asarray(logits, np.float64)
     z = z - z.max(-1, keepdims=True)
     prob = np.exp(z)
@@ -188,8 +188,8 @@ def budgeted(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.nda
       One row per ``p``: ``{'p', 'fractions', 'thresholds', 'val_accuracy', 'accuracy', 'flops',
       'exit_counts'}``.
     """
-    val_conf, val_pred = _confidence(val_logits)
-    test_conf, test_pred = _confidence(test_logits)
+    val_conf, val_pred = max_softmax(val_logits)
+    test_conf, test_pred = max_softmax(test_logits)
     val_correct = val_pred == np.asarray(val_labels)[None]
     test_correct = test_pred == np.asarray(test_labels)[None]
     rows = []

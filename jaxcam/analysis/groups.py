@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from msdnet_flax.evaluate import apply_thresholds, exit_fractions, find_thresholds
+from msdnet_flax.evaluate import apply_thresholds, exit_fractions, find_thresholds, max_softmax
 
 __all__ = ["max_softmax", "stop_exit_groups", "difficulty_groups", "DEFAULT_BUDGET_P"]
 
@@ -15,15 +15,6 @@ __all__ = ["max_softmax", "stop_exit_groups", "difficulty_groups", "DEFAULT_BUDG
 #: equal share of the threshold split out of every exit (a mid budget of the paper's range
 #: 0.05..1.95).
 DEFAULT_BUDGET_P = 1.0
-
-
-def max_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(K, N)`` confidence (max softmax probability) and ``(K, N)`` prediction of each exit."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(-1, keepdims=True)
-    prob = np.exp(z)
-    prob /= prob.sum(-1, keepdims=True)
-    return prob.max(-1), prob.argmax(-1)
 
 
 def stop_exit_groups(val_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray,
