@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
+import jax
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from captum.attr import LayerGradCam
 from pytorch_grad_cam import (
     AblationCAM,
@@ -50,7 +54,16 @@ INNER_LAYER, INNER_EXIT = "blocks/1/0/layers/1", 3
 
 @pytest.fixture(scope="module")
 def twins():
-    return make_twins(SMALL, np.random.default_rng())
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print(f"twin weights seed: {seed}")
+    return make_twins(SMALL, np.random.default_rng(seed))
+
+
+def _float64(twin, flax_model):
+    """Float64 copies of both twins; call inside ``jax.enable_x64(True)``."""
+    model = nnx.clone(flax_model)
+    nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
+    return copy.deepcopy(twin).double(), model
 
 
 def _pgc_maps(twin, cls, layer_path, exit_index, x, classes, **kwargs):
@@ -80,7 +93,22 @@ def test_gradient_methods_match_pytorch_grad_cam(twins, rng, method, where):
     got = _jax_maps(flax_model, method, layer, exit_index, x, classes)
     assert got.shape == ref.shape == (3, 32, 32)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, ref, atol=TOLERANCE.get(method, 1e-4), rtol=0)
+    if where == "exit_input":
+        np.testing.assert_allclose(got, ref, atol=TOLERANCE.get(method, 1e-4), rtol=0)
+        return
+    # From a layer inside block 1 the gradient passes every later ReLU. In float32, PyTorch and
+    # XLA round a pre-activation within ~1e-6 of zero differently now and then; the ReLU then
+    # passes the gradient on one side and not the other, and an element-wise method (HiResCAM)
+    # shows it over that unit's receptive field (seen: 0.006 on a [0, 1] map). Both twins in
+    # float64 make such a flip vanishingly rare, so there the match is tight; float32 is held to
+    # the float64 reference with room for one flipped unit.
+    with jax.enable_x64(True):
+        twin64, model64 = _float64(twin, flax_model)
+        ref64 = _pgc_maps(twin64, PGC[method], layer, exit_index, x.astype(np.float64), classes)
+        got64 = _jax_maps(model64, method, layer, exit_index, x.astype(np.float64), classes)
+    np.testing.assert_allclose(got64, ref64, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, ref64, atol=2e-2, rtol=0)
+    np.testing.assert_allclose(ref, ref64, atol=2e-2, rtol=0)
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
