@@ -24,7 +24,6 @@ from msdnet_flax.checkpoint import (
     atomic_write,
     load_checkpoint,
     read_checkpoint,
-    resolve_checkpoint,
     save_checkpoint,
 )
 from msdnet_flax.config import MSDNetConfig
@@ -88,14 +87,9 @@ def bundle(run_dir: str | Path, out_dir: str | Path = BUNDLED_PATH, *, command: 
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(tmp, model32, step=meta["step"], epoch=meta["epoch"], mean=meta["mean"],
-                    std=meta["std"], class_names=meta["class_names"], train_config=train_cfg)
-    stem = resolve_checkpoint(tmp)
-    from safetensors.numpy import load_file, save_file
-
-    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v
-            for k, v in load_file(stem.with_suffix(".safetensors")).items()}
-    save_file(half, stem.with_suffix(".safetensors"), metadata={"dtype": "float16"})
+    stem = save_checkpoint(tmp, model32, step=meta["step"], epoch=meta["epoch"],
+                           mean=meta["mean"], std=meta["std"], class_names=meta["class_names"],
+                           train_config=train_cfg, storage_dtype="float16")
     model16, _ = load_checkpoint(tmp)
 
     logits32 = predict(model32, test, 500, **kw)

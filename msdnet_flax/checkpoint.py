@@ -128,6 +128,7 @@ def save_checkpoint(
     opt_state: Any = None,
     extra: Mapping[str, Any] | None = None,
     keep: int = 0,
+    storage_dtype: str | None = None,
 ) -> Path:
     """Write checkpoint ``ckpt-<step>`` into ``directory`` and point ``latest`` at it.
 
@@ -143,6 +144,8 @@ def save_checkpoint(
       opt_state: optional optimizer state pytree, saved as ``opt_state/<key path>``.
       extra: JSON-serialisable values to keep alongside (e.g. log accumulators).
       keep: keep only this many newest checkpoints in ``directory`` (0: keep all).
+      storage_dtype: store the model's float32 arrays in this floating dtype (``"float16"``
+          halves the file, as for the bundled model); loading casts them back. None keeps them.
 
     Returns:
       The checkpoint path without suffix (``directory/ckpt-00001234``).
@@ -155,6 +158,12 @@ def save_checkpoint(
         flat = traverse_util.flatten_dict(tree)
         arrays.update({"/".join([collection, *map(str, k)]): np.asarray(jax.device_get(v))
                        for k, v in flat.items()})
+    if storage_dtype is not None:
+        if not np.issubdtype(np.dtype(storage_dtype), np.floating):
+            raise ValueError(f"storage_dtype must be a floating dtype such as 'float16', "
+                             f"got {storage_dtype!r}")
+        arrays = {k: v.astype(storage_dtype) if v.dtype == np.float32 else v
+                  for k, v in arrays.items()}
     if opt_state is not None:
         arrays.update(flatten_tree(opt_state, "opt_state"))
     if train_config is not None and hasattr(train_config, "to_dict"):
@@ -172,7 +181,8 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     atomic_write(directory / (name + ".safetensors"),
-                 st_save(arrays, metadata={"format": FORMAT, "step": str(step)}))
+                 st_save(arrays, metadata={"format": FORMAT, "step": str(step),
+                                           "dtype": storage_dtype or "float32"}))
     atomic_write(directory / (name + ".json"), json.dumps(meta, indent=1).encode())
     atomic_write(directory / _POINTER, (name + "\n").encode())
     _prune(directory, keep, name)

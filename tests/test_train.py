@@ -273,6 +273,23 @@ def test_checkpoint_files_pointer_and_pruning(tmp_path, rng):
         load_checkpoint(tmp_path / "nothing")
 
 
+def test_checkpoint_stored_in_float16(tmp_path, rng):
+    from msdnet_flax import MSDNet, load_checkpoint, save_checkpoint
+
+    model = MSDNet(TINY, rngs=nnx.Rngs(int(rng.integers(1 << 30))))
+    kw = {"mean": (0.5, 0.5, 0.5), "std": (0.2, 0.2, 0.2), "class_names": list("abcdefghij")}
+    save_checkpoint(tmp_path, model, step=1, storage_dtype="float16", **kw)
+    arrays, _ = read_checkpoint(tmp_path)
+    assert {a.dtype for a in arrays.values()} == {np.dtype(np.float16)}
+    loaded, _ = load_checkpoint(tmp_path)
+    for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(loaded)),
+                    strict=True):
+        assert b.dtype == np.float32  # cast back on load
+        np.testing.assert_array_equal(b, np.asarray(a).astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="storage_dtype must be a floating dtype.*'int8'"):
+        save_checkpoint(tmp_path, model, step=2, storage_dtype="int8", **kw)
+
+
 def test_init_from_starts_at_the_checkpoint_weights(runs, tmp_path):
     from msdnet_flax.checkpoint import latest_checkpoint
     from msdnet_flax.train import _Run
