@@ -2,7 +2,7 @@
 
 ``python -m msdnet_flax.bundle RUN_DIR`` reads the run's latest checkpoint, stores its parameters
 and BatchNorm statistics as float16 (no optimizer state) in ``msdnet_flax/assets/bundled/``,
-checks that float16 storage leaves every exit's predictions as they were in float32, evaluates the
+checks that float16 storage leaves every exit's accuracy within 0.1 points of float32, evaluates the
 stored model the paper's two ways on procedural splits the run never saw, and writes
 ``card.json`` (the model card: command, seeds, training time, per-exit accuracy and FLOPs, the
 budgeted-batch curve) next to the weights, plus the two plots where ``--plots`` says.
@@ -32,11 +32,16 @@ from msdnet_flax.data import generate
 from msdnet_flax.evaluate import anytime, budgeted, exit_accuracy, predict
 from msdnet_flax.pretrained import BUNDLED_PATH
 
-__all__ = ["CARD_SEEDS", "bundle", "main"]
+__all__ = ["CARD_SEEDS", "FLOAT16_TOLERANCE", "bundle", "main"]
 
 #: Seeds of the card's threshold (validation) and test splits: far from the training run's
 #: ``data_seed``, ``+1``, ``+2`` so the card never measures an image the run saw or tuned on.
 CARD_SEEDS = {"val": 1001, "test": 1002}
+
+#: Largest change of an exit's test accuracy that float16 storage may make: 0.1 points. Rounding
+#: the weights flips the odd prediction that sits on a decision boundary (1-2 of 5,000 for the
+#: bundled model), which is far inside the split's sampling error (~0.3 points at 95%).
+FLOAT16_TOLERANCE = 0.001
 
 
 def _training_seconds(run_dir: Path, batch_size: int) -> float | None:
@@ -73,7 +78,8 @@ def bundle(run_dir: str | Path, out_dir: str | Path = BUNDLED_PATH, *, command: 
       The card (also written to ``out_dir/card.json``).
 
     Raises:
-      ValueError: float16 storage changes any exit's accuracy on the test split.
+      ValueError: float16 storage moves any exit's test accuracy by more than
+          ``FLOAT16_TOLERANCE`` (the card records both accuracies either way).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     arrays, meta = read_checkpoint(run_dir)
@@ -96,7 +102,7 @@ def bundle(run_dir: str | Path, out_dir: str | Path = BUNDLED_PATH, *, command: 
     test_logits = predict(model16, test, 500, **kw)
     acc32 = exit_accuracy(logits32, test.labels)
     acc16 = exit_accuracy(test_logits, test.labels)
-    if np.any(np.abs(acc16 - acc32) > 0.5 / n_test):
+    if np.any(np.abs(acc16 - acc32) > FLOAT16_TOLERANCE + 0.5 / n_test):
         raise ValueError(f"float16 storage changes exit accuracies: float32 {acc32.tolist()}, "
                          f"float16 {acc16.tolist()}")
     val_logits = predict(model16, val, 500, **kw)

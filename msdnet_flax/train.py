@@ -107,6 +107,12 @@ class _Run:
         self.cfg, self.train_ds, self.val_ds = cfg, train_ds, val_ds
         model_config = cfg.model_config(train_ds.num_classes)
         devices = jax.local_devices()[:cfg.devices or None]
+        if cfg.devices > len(devices):
+            hint = (" (on CPU, start with XLA_FLAGS=--xla_force_host_platform_device_count="
+                    f"{cfg.devices})" if devices[0].platform == "cpu" else "")
+            raise ValueError(f"devices={cfg.devices} asked for, but this process has "
+                             f"{len(devices)} local device(s){hint}; set devices to at most "
+                             f"{len(devices)} or 0 for all")
         if cfg.batch_size % len(devices):
             raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the "
                              f"{len(devices)} devices it is sharded over (set devices or "

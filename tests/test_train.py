@@ -197,6 +197,14 @@ def test_resume_refuses_other_settings(runs, tmp_path):
         train(cfg)
 
 
+def test_more_devices_than_there_are(tmp_path):
+    cfg = dataclasses.replace(RUN, out_dir=str(tmp_path / "run"), devices=99)
+    with pytest.raises(ValueError, match=r"devices=99 asked for, but this process has 8 local "
+                       r"device\(s\) \(on CPU, start with XLA_FLAGS=--xla_force_host_platform_"
+                       r"device_count=99\); set devices to at most 8"):
+        train(cfg)
+
+
 def test_sgd_matches_pytorch_formula(rng):
     """Two steps of PyTorch's SGD(lr, momentum, nesterov=True, weight_decay) by hand."""
     lr, m, wd = 0.1, 0.9, 1e-3
