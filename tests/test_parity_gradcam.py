@@ -40,7 +40,7 @@ PGC = {
     "scorecam": ScoreCAM,
     "ablationcam": AblationCAM,
 }
-TOLERANCE = {"gradcamplusplus": 1e-3, "xgradcam": 1e-3}
+DIVIDE_BY_SUMS = {"gradcamplusplus", "xgradcam"}  # ill-conditioned in float32 (see below)
 
 # A small MSD-Net (4 exits, both pruning transitions) keeps compilation short; the full
 # cifar10_anytime network is checked once below. Two places are explained: exit 2 at its
@@ -93,22 +93,27 @@ def test_gradient_methods_match_pytorch_grad_cam(twins, rng, method, where):
     got = _jax_maps(flax_model, method, layer, exit_index, x, classes)
     assert got.shape == ref.shape == (3, 32, 32)
     assert got.dtype == np.float32
-    if where == "exit_input":
-        np.testing.assert_allclose(got, ref, atol=TOLERANCE.get(method, 1e-4), rtol=0)
-        return
-    # From a layer inside block 1 the gradient passes every later ReLU. In float32, PyTorch and
-    # XLA round a pre-activation within ~1e-6 of zero differently now and then; the ReLU then
-    # passes the gradient on one side and not the other, and an element-wise method (HiResCAM)
-    # shows it over that unit's receptive field (seen: 0.006 on a [0, 1] map). Both twins in
-    # float64 make such a flip vanishingly rare, so there the match is tight; float32 is held to
-    # the float64 reference with room for one flipped unit.
+    # Both twins in float64 must give the same maps tightly, at either place. Float32 cannot do
+    # that everywhere, for two reasons (seen in CI and in 100 random twins):
+    # - From a layer inside block 1 the gradient passes every later ReLU. PyTorch and XLA
+    #   sometimes round a pre-activation that is within ~1e-6 of zero to opposite signs, so one
+    #   ReLU passes the gradient and the other blocks it. An element-wise method (HiResCAM)
+    #   shows this over that unit's receptive field: up to 0.01 on a [0, 1] map.
+    # - XGradCAM divides by each channel's activation sum, and Grad-CAM++ by sums of gradient
+    #   powers. Where such a sum is near zero, float32 rounding moves a few pixels by up to 0.03.
+    # Where neither applies (the classifier input, the other methods), float32 must match
+    # tightly too. Elsewhere the float32 maps of both libraries are held to the float64
+    # reference on average (worst seen: 4e-4), which a wrong formula would fail by far.
     with jax.enable_x64(True):
         twin64, model64 = _float64(twin, flax_model)
         ref64 = _pgc_maps(twin64, PGC[method], layer, exit_index, x.astype(np.float64), classes)
         got64 = _jax_maps(model64, method, layer, exit_index, x.astype(np.float64), classes)
     np.testing.assert_allclose(got64, ref64, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(got, ref64, atol=2e-2, rtol=0)
-    np.testing.assert_allclose(ref, ref64, atol=2e-2, rtol=0)
+    if where == "exit_input" and method not in DIVIDE_BY_SUMS:
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    else:
+        for float32_maps in (got, ref):
+            assert np.mean(np.abs(float32_maps - ref64)) < 5e-3
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
@@ -146,8 +151,8 @@ def test_eigen_methods_match_up_to_sign(twins, rng, method):
     if method == "eigencam":
         _check_eigen(twin, flax_model, method, x, classes)
         return
-    # Activations times gradients from inside block 1: the float32 ReLU flips described in
-    # test_gradient_methods_match_pytorch_grad_cam would show, so both twins run in float64.
+    # Activations times gradients from inside block 1 would show the float32 ReLU flips
+    # described in test_gradient_methods_match_pytorch_grad_cam, so both twins run in float64.
     with jax.enable_x64(True):
         _check_eigen(*_float64(twin, flax_model), method, x.astype(np.float64), classes)
 
