@@ -59,10 +59,14 @@ def twins():
     return make_twins(SMALL, np.random.default_rng(seed))
 
 
-def _float64(twin, flax_model):
-    """Float64 copies of both twins; call inside ``jax.enable_x64(True)``."""
-    model = nnx.clone(flax_model)
-    nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
+@pytest.fixture(scope="module")
+def twins64(twins):
+    """Float64 copies of both twins (their arrays stay float64; use them under enable_x64)."""
+    twin, flax_model = twins
+    with jax.enable_x64(True):
+        model = nnx.clone(flax_model)
+        nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
+    assert {a.dtype for a in jax.tree.leaves(nnx.state(model))} == {np.dtype(np.float64)}
     return copy.deepcopy(twin).double(), model
 
 
@@ -81,7 +85,7 @@ def _jax_maps(flax_model, method, layer_path, exit_index, x, classes, **kwargs):
 @pytest.mark.parametrize("method", ["gradcam", "hirescam", "gradcamelementwise", "layercam",
                                     "gradcamplusplus", "xgradcam"])
 @pytest.mark.parametrize("where", ["exit_input", "inner"])
-def test_gradient_methods_match_pytorch_grad_cam(twins, rng, method, where):
+def test_gradient_methods_match_pytorch_grad_cam(twins, twins64, rng, method, where):
     twin, flax_model = twins
     if where == "exit_input":
         layer, exit_index = flax_model.exit_feature_path(EXIT), EXIT
@@ -105,7 +109,7 @@ def test_gradient_methods_match_pytorch_grad_cam(twins, rng, method, where):
     # tightly too. Elsewhere the float32 maps of both libraries are held to the float64
     # reference on average (worst seen: 4e-4), which a wrong formula would fail by far.
     with jax.enable_x64(True):
-        twin64, model64 = _float64(twin, flax_model)
+        twin64, model64 = twins64
         ref64 = _pgc_maps(twin64, PGC[method], layer, exit_index, x.astype(np.float64), classes)
         got64 = _jax_maps(model64, method, layer, exit_index, x.astype(np.float64), classes)
     np.testing.assert_allclose(got64, ref64, atol=1e-5, rtol=0)
@@ -143,7 +147,7 @@ def _hooked(twin, layer_path, exit_index, x, classes):
 
 
 @pytest.mark.parametrize("method", ["eigencam", "eigengradcam"])
-def test_eigen_methods_match_up_to_sign(twins, rng, method):
+def test_eigen_methods_match_up_to_sign(twins, twins64, rng, method):
     """The first principal component's sign is arbitrary (SVD), so compare up to it."""
     twin, flax_model = twins
     x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
@@ -154,7 +158,7 @@ def test_eigen_methods_match_up_to_sign(twins, rng, method):
     # Activations times gradients from inside block 1 would show the float32 ReLU flips
     # described in test_gradient_methods_match_pytorch_grad_cam, so both twins run in float64.
     with jax.enable_x64(True):
-        _check_eigen(*_float64(twin, flax_model), method, x.astype(np.float64), classes)
+        _check_eigen(*twins64, method, x.astype(np.float64), classes)
 
 
 def _check_eigen(twin, flax_model, method, x, classes):
