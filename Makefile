@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench bench-e2e
+.PHONY: demo test lint install system-deps clean bench bench-e2e
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxcam msdnet_flax tests benchmarks
 
-test: lint
+# The gallery's browser test drives Debian's chromium + chromium-driver: installed through apt-get
+# when root, otherwise one line saying what to install.
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "make test needs chromium and chromedriver: run as root, or: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi
+
+test: lint system-deps
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # jaxcam vs pytorch-grad-cam, captum, torchcam and hooks on MSD-Net, CPU (see benchmarks/).

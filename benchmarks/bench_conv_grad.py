@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcam._fast_conv_grad import fast_strided_conv_grads
+from jaxcam.extend import fast_strided_conv_grads
 
 
 def conv(x: jax.Array, w: jax.Array) -> jax.Array:

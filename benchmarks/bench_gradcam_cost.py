@@ -26,7 +26,7 @@ from flax import nnx
 import jaxcam
 from benchmarks._env import cpu_model
 from jaxcam._explain import Options, finish_maps
-from jaxcam._fast_conv_grad import fast_strided_conv_grads
+from jaxcam.extend import fast_strided_conv_grads
 from jaxcam.methods import gradcam
 from msdnet_flax.configs import get_config
 from msdnet_flax.model import MSDNet

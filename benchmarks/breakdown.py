@@ -27,7 +27,7 @@ from benchmarks.jax_side import jaxcam_all_exits
 from benchmarks.models import make_twins
 from benchmarks.timing import timed_call
 from jaxcam._explain import Options, finish_maps
-from jaxcam._fast_conv_grad import fast_strided_conv_grads
+from jaxcam.extend import fast_strided_conv_grads
 from jaxcam.methods import gradcam
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcam._explain import Options, check_images, check_method, finish_maps
-from jaxcam._fast_conv_grad import fast_strided_conv_grads
+from jaxcam.extend import fast_strided_conv_grads
 from jaxcam._prepared import (
     Frozen,
     check_after_dispatch,
@@ -95,7 +95,7 @@ def _explain_exits_core(static: Any, exits: tuple[int, ...], opts: Options, spec
         logits = [model.classify(k, f) for k, f in zip(exits, selected, strict=True)]
     else:
         # The heads' strided convolutions get a faster input gradient on XLA:CPU (see
-        # jaxcam._fast_conv_grad); the result is the same.
+        # jaxcam.extend.conv_grad); the result is the same.
         grads, logits = jax.grad(fast_strided_conv_grads(total_score), has_aux=True)(selected)
     maps = [finish_maps([method(a, g, eigen_smooth=opts.eigen_smooth)], images.shape[1:3], opts)
             for a, g in zip(selected, grads, strict=True)]

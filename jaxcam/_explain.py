@@ -28,7 +28,7 @@ from jaxcam._adapters import (
     normalize_layer_path,
 )
 from jaxcam._arrays import as_jax
-from jaxcam._fast_conv_grad import fast_strided_conv_grads
+from jaxcam.extend import fast_strided_conv_grads
 from jaxcam._prepared import (
     Frozen,
     check_after_dispatch,

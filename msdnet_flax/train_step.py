@@ -109,7 +109,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     """
     loss_fn = _loss_fn(graphdef)
     if fast_conv_grads and mesh.devices.flat[0].platform == "cpu":
-        from jaxcam._fast_conv_grad import fast_strided_conv_grads
+        from jaxcam.extend import fast_strided_conv_grads
         loss_fn = fast_strided_conv_grads(loss_fn)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

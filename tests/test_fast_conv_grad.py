@@ -14,7 +14,7 @@ from flax import nnx
 from jax import lax
 
 import msdnet_flax
-from jaxcam._fast_conv_grad import fast_strided_conv_grads
+from jaxcam.extend import fast_strided_conv_grads
 from msdnet_flax.config import MSDNetConfig
 
 NHWC = ("NHWC", "HWIO", "NHWC")

@@ -3,7 +3,7 @@
 PyTorch tools swap the backward rule of ``nn.ReLU`` modules with hooks. A JAX function has no
 modules to hook, so ``guided_relu_transform`` traces the function to a jaxpr and re-evaluates it
 with an interpreter that replaces every ReLU with ``_guided_relu``, a ``jax.custom_vjp`` whose
-backward pass is the guided rule (the interpreter is :mod:`jaxcam._jaxpr_interp`'s). The user's
+backward pass is the guided rule (the interpreter is :mod:`jaxcam.extend.interpreter`'s). The user's
 model is never edited.
 
 What counts as a ReLU in a jaxpr:
@@ -31,7 +31,7 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam import _jaxpr_interp as interp
+from jaxcam.extend import interpreter as interp
 from jaxcam.input_space._common import ScoreFn
 
 # Primitives whose body is evaluated inline when it holds a ReLU: plain calls and checkpoints,

@@ -6,7 +6,7 @@ function, the inlined body of a call, a rebind with rewritten parameters) or Non
 equation is bound unchanged. The evaluation happens under whatever transformation calls it
 (``jit``, ``grad``), so a replacement's custom rules are what that transformation sees.
 
-Used by :mod:`jaxcam._fast_conv_grad` (strided convolutions with a faster input gradient) and
+Used by :mod:`jaxcam.extend.conv_grad` (strided convolutions with a faster input gradient) and
 :mod:`jaxcam.input_space._guided_backprop` (ReLUs with the guided backward rule).
 """
 

@@ -1,0 +1,15 @@
+"""Semi-public building blocks other packages may build on (as ``jax.extend`` / ``equinox.internal``).
+
+No stability promise: names here may change between minor releases. This is the only part of
+jaxcam that :mod:`msdnet_flax` imports.
+
+- :mod:`jaxcam.extend.interpreter`: a small jaxpr interpreter that re-evaluates a function with
+  some equations rewritten (used for guided backprop's ReLU rule and the conv rewrite below).
+- :func:`fast_strided_conv_grads`: the same function with the input gradients of strided
+  convolutions computed by a faster identity on XLA:CPU.
+"""
+
+from jaxcam.extend import interpreter
+from jaxcam.extend.conv_grad import fast_strided_conv_grads
+
+__all__ = ["fast_strided_conv_grads", "interpreter"]
