@@ -28,8 +28,8 @@ from benchmarks._env import cpu_model
 from jaxcam._explain import Options, finish_maps
 from jaxcam.extend import fast_strided_conv_grads
 from jaxcam.methods import gradcam
-from msdnet_flax.configs import get_config
-from msdnet_flax.model import MSDNet
+from msdnet_flax.model.msdnet import MSDNet
+from msdnet_flax.model.presets import get_config
 
 
 def main(argv: list[str] | None = None) -> None:

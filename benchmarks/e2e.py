@@ -72,7 +72,7 @@ def run_config(name: str, n: int, batch_size: int, workers: int | None, work: Pa
     import msdnet_flax
     from jaxcam import batch
 
-    config = getattr(msdnet_flax.configs, name)()
+    config = getattr(msdnet_flax.model.presets, name)()
     size = config.image_size
     t0 = time.perf_counter()
     folder = make_folder(work / f"jpeg{size}-{n}", n, size)

@@ -15,9 +15,9 @@ from torch import nn
 
 import jaxcam
 import msdnet_flax
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.configs import PRESETS
-from msdnet_flax.pytorch import TorchMSDNet
+from msdnet_flax.interop.pytorch import TorchMSDNet
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.presets import PRESETS
 
 TINY = MSDNetConfig(data="cifar", num_classes=10, n_blocks=3, n_channels=4, base=1, step=1,
                     growth_rate=4)
@@ -27,7 +27,7 @@ CONFIG_NAMES = ("tiny", *PRESETS)
 def get_config(name: str) -> MSDNetConfig:
     if name == "tiny":
         return TINY
-    return msdnet_flax.configs.get_config(name)
+    return msdnet_flax.model.presets.get_config(name)
 
 
 def _randomize_batchnorm(model: nn.Module, rng: np.random.Generator) -> None:

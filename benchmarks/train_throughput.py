@@ -29,7 +29,7 @@ def _run(devices: int, steps: int, log_every: int, out: Path) -> list[float]:
     """Images/s of each logged interval after the first."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    cmd = [sys.executable, "-m", "msdnet_flax.train", "--model", "cifar10_anytime",
+    cmd = [sys.executable, "-m", "msdnet_flax.training.loop", "--model", "cifar10_anytime",
            "--n-train", "25000", "--n-val", "0", "--epochs", "4", "--lr", "0.1",
            "--warmup-steps", "100", "--schedule", "cosine", "--max-steps", str(steps),
            "--log-every", str(log_every), "--checkpoint-every", "0", "--no-progress",

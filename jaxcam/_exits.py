@@ -21,7 +21,6 @@ import numpy as np
 from flax import nnx
 
 from jaxcam._explain import Options, check_images, check_method, finish_maps
-from jaxcam.extend import fast_strided_conv_grads
 from jaxcam._prepared import (
     Frozen,
     check_after_dispatch,
@@ -30,6 +29,7 @@ from jaxcam._prepared import (
     new_weights,
     split_model,
 )
+from jaxcam.extend import fast_strided_conv_grads
 from jaxcam.methods import ACTIVATION_GRADIENT_METHODS, ACTIVATION_ONLY
 from jaxcam.targets import TargetSpec, prepare_targets, target_scores
 

@@ -28,7 +28,6 @@ from jaxcam._adapters import (
     normalize_layer_path,
 )
 from jaxcam._arrays import as_jax
-from jaxcam.extend import fast_strided_conv_grads
 from jaxcam._prepared import (
     Frozen,
     check_after_dispatch,
@@ -36,6 +35,7 @@ from jaxcam._prepared import (
     is_presplit,
     new_weights,
 )
+from jaxcam.extend import fast_strided_conv_grads
 from jaxcam.methods import ACTIVATION_GRADIENT_METHODS, ACTIVATION_ONLY
 from jaxcam.postprocess import minmax_normalize, resize_bilinear
 from jaxcam.targets import TargetSpec, prepare_targets, target_scores

@@ -25,9 +25,9 @@ from flax import traverse_util
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.model import MSDNet
-from msdnet_flax.state import from_pure_dict, to_pure_dict
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.msdnet import MSDNet
+from msdnet_flax.model.state import from_pure_dict, to_pure_dict
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "resolve_checkpoint",
            "latest_checkpoint", "flatten_tree", "unflatten_into", "FORMAT"]

@@ -1,7 +1,7 @@
 """The bundled, trained MSD-Net: ``pretrained()`` loads the checkpoint shipped with the package.
 
 The bundle is made by ``python -m msdnet_flax.bundle`` from a run of ``python -m
-msdnet_flax.train``; its model card (``card.json``: the training command, seeds, time, per-exit
+msdnet_flax.training.loop``; its model card (``card.json``: the training command, seeds, time, per-exit
 accuracy and FLOPs, the budgeted-batch curve) sits next to the weights and is summarised in the
 README.
 """

@@ -11,9 +11,8 @@ from flax import nnx
 
 from msdnet_flax import MSDNet, MSDNetConfig
 from msdnet_flax.checkpoint import save_checkpoint
-from msdnet_flax.cost import cost
 from msdnet_flax.data import generate, normalize
-from msdnet_flax.evaluate import (
+from msdnet_flax.evaluation.core import (
     DEFAULT_P,
     anytime,
     apply_thresholds,
@@ -24,7 +23,8 @@ from msdnet_flax.evaluate import (
     main,
     predict,
 )
-from msdnet_flax.train_config import TrainConfig
+from msdnet_flax.model.cost import cost
+from msdnet_flax.training.config import TrainConfig
 
 TINY = MSDNetConfig(data="cifar", num_classes=10, n_blocks=2, n_channels=8, base=1, step=1,
                     growth_rate=6)

@@ -32,8 +32,8 @@ from jaxcam.metrics import (
     spearman_rank_correlation,
 )
 from msdnet_flax import MSDNet
-from msdnet_flax.config import MSDNetConfig
 from msdnet_flax.data import generate, normalize
+from msdnet_flax.model.config import MSDNetConfig
 
 N_IMAGES = 32
 

@@ -15,7 +15,7 @@ from jax import lax
 
 import msdnet_flax
 from jaxcam.extend import fast_strided_conv_grads
-from msdnet_flax.config import MSDNetConfig
+from msdnet_flax.model.config import MSDNetConfig
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 NCHW = ("NCHW", "OIHW", "NCHW")

@@ -20,9 +20,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msdnet_flax import configs
-from msdnet_flax.cost import ExitCost, cost
-from msdnet_flax.pytorch import TorchMSDNet
+from msdnet_flax.interop.pytorch import TorchMSDNet
+from msdnet_flax.model import presets as configs
+from msdnet_flax.model.cost import ExitCost, cost
 
 # Huang et al. (ICLR 2018) / kalviny's README: MSDNet on ImageNet, step 4, per-exit GFLOPs.
 PAPER_IMAGENET_STEP4_GFLOPS = [0.339, 0.685, 1.007, 1.254, 1.360]

@@ -18,13 +18,13 @@ from flax import nnx, traverse_util
 from twins import random_torch_msdnet
 
 import msdnet_flax
-from msdnet_flax import configs
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.convert import abstract_split
-from msdnet_flax.cost import cost
-from msdnet_flax.model import check_images
-from msdnet_flax.plan import MSDLayerSpec, TransitionSpec, block_steps, build_plan
-from msdnet_flax.pytorch import TorchMSDNet
+from msdnet_flax.interop.convert import abstract_split
+from msdnet_flax.interop.pytorch import TorchMSDNet
+from msdnet_flax.model import presets as configs
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.cost import cost
+from msdnet_flax.model.msdnet import check_images
+from msdnet_flax.model.plan import MSDLayerSpec, TransitionSpec, block_steps, build_plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -407,7 +407,7 @@ def test_from_pure_dict_rejects_what_does_not_fit(tiny_model):
 
 def test_demo_runs_and_prints_every_exit():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-m", "msdnet_flax.demo"], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "msdnet_flax.model"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout

@@ -28,7 +28,8 @@ from twins import ExitModel, make_twins, module_at, nchw
 
 import jaxcam
 from jaxcam.methods import gradcam
-from msdnet_flax import MSDNetConfig, configs
+from msdnet_flax import MSDNetConfig
+from msdnet_flax.model import presets as configs
 
 PGC = {
     "gradcam": GradCAM,

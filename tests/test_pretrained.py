@@ -9,12 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from msdnet_flax import cost
-from msdnet_flax.bundle import FLOAT16_TOLERANCE
 from msdnet_flax.data import generate
 from msdnet_flax.data.procedural import CLASS_NAMES, MEAN, STD
-from msdnet_flax.evaluate import exit_accuracy, predict
+from msdnet_flax.evaluation.core import exit_accuracy, predict
+from msdnet_flax.model import cost
 from msdnet_flax.pretrained import BUNDLED_PATH, pretrained
+from msdnet_flax.training.bundle import FLOAT16_TOLERANCE
 
 N_FRESH = 2000  # images of the fresh test split: ~1% standard error at 95% accuracy
 

@@ -28,10 +28,10 @@ from flax import nnx
 
 from msdnet_flax import MSDNetConfig
 from msdnet_flax.checkpoint import read_checkpoint
-from msdnet_flax.runlog import TIMING_KEYS
-from msdnet_flax.sources import load_splits
-from msdnet_flax.train import TrainConfig, make_optimizer, make_schedule, train
-from msdnet_flax.train_config import config_from_args, config_to_argv, parse
+from msdnet_flax.training.config import config_from_args, config_to_argv, parse
+from msdnet_flax.training.loop import TrainConfig, make_optimizer, make_schedule, train
+from msdnet_flax.training.runlog import TIMING_KEYS
+from msdnet_flax.training.sources import load_splits
 
 TINY = MSDNetConfig(data="cifar", num_classes=10, n_blocks=2, n_channels=8, base=1, step=1,
                     growth_rate=6)
@@ -59,7 +59,7 @@ def _env(cache: Path) -> dict[str, str]:
 
 def _command(out_dir: Path, **changes) -> list[str]:
     cfg = dataclasses.replace(RUN, out_dir=str(out_dir), **changes)
-    return [sys.executable, "-m", "msdnet_flax.train", *config_to_argv(cfg)]
+    return [sys.executable, "-m", "msdnet_flax.training", *config_to_argv(cfg)]
 
 
 def _runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -174,7 +174,7 @@ def test_sharded_steps_equal_one_device(runs, tmp_path):
 def test_checkpoint_is_self_describing(runs):
     from msdnet_flax import load_checkpoint
     from msdnet_flax.data import generate
-    from msdnet_flax.evaluate import exit_accuracy, predict
+    from msdnet_flax.evaluation.core import exit_accuracy, predict
 
     model, meta = load_checkpoint(runs["full"])
     assert model.config == TINY
@@ -249,7 +249,7 @@ def test_command_line_round_trip():
                                                 data_path="/x", holdout=5000, nesterov=False)):
         args, _ = parse(config_to_argv(cfg))
         assert config_from_args(args) == cfg
-    help_text = subprocess.run([sys.executable, "-m", "msdnet_flax.train", "--help"],
+    help_text = subprocess.run([sys.executable, "-m", "msdnet_flax.training", "--help"],
                                capture_output=True, text=True, check=True).stdout
     for field in dataclasses.fields(TrainConfig):
         assert "--" + field.name.replace("_", "-") in help_text
@@ -300,7 +300,7 @@ def test_checkpoint_stored_in_float16(tmp_path, rng):
 
 def test_init_from_starts_at_the_checkpoint_weights(runs, tmp_path):
     from msdnet_flax.checkpoint import latest_checkpoint
-    from msdnet_flax.train import _Run
+    from msdnet_flax.training.loop import _Run
 
     source = latest_checkpoint(runs["full"] / "checkpoints")
     arrays, _ = read_checkpoint(source)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 import msdnet_flax
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.pytorch import TorchMSDNet
+from msdnet_flax.interop.pytorch import TorchMSDNet
+from msdnet_flax.model.config import MSDNetConfig
 
 
 def randomize_batchnorm(model: torch.nn.Module, rng: np.random.Generator,

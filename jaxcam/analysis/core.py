@@ -16,7 +16,7 @@ from jaxcam.analysis.groups import DEFAULT_BUDGET_P, difficulty_groups, stop_exi
 from jaxcam.analysis.map_metrics import MAP_METRICS, map_metrics, rank_agreement
 from jaxcam.analysis.stats import CI_LEVEL, summarise
 from msdnet_flax.data import ArrayDataset, normalize
-from msdnet_flax.evaluate import predict
+from msdnet_flax.evaluation.core import predict
 
 __all__ = ["analyze_exits", "DEFAULT_METHODS", "METRICS", "GROUP_METRICS",
            "DEFAULT_FAITHFULNESS_IMAGES", "DEFAULT_SCORECAM_IMAGES", "DEFAULT_STEPS"]
@@ -216,7 +216,7 @@ def analyze_exits(model: Any, dataset: ArrayDataset, *, methods: Sequence[str] =
                      "(no separate validation split given)")
     flops = None
     if hasattr(model, "config"):
-        from msdnet_flax.cost import cost
+        from msdnet_flax.model.cost import cost
 
         flops = [c.flops for c in cost(model.config)]
     stop = stop_exit_groups(val_logits, logits, labels, flops, p=budget_p)

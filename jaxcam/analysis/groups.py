@@ -7,7 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from msdnet_flax.evaluate import apply_thresholds, exit_fractions, find_thresholds, max_softmax
+from msdnet_flax.evaluation.core import (
+    apply_thresholds,
+    exit_fractions,
+    find_thresholds,
+    max_softmax,
+)
 
 __all__ = ["max_softmax", "stop_exit_groups", "difficulty_groups", "DEFAULT_BUDGET_P"]
 
@@ -22,10 +27,10 @@ def stop_exit_groups(val_logits: np.ndarray, logits: np.ndarray, labels: np.ndar
                      ) -> dict[str, Any]:
     """Images grouped by the exit at which budgeted-batch inference lets them leave.
 
-    Thresholds come from ``val_logits`` by :func:`msdnet_flax.evaluate.find_thresholds` with the
-    exit shares ``q_k = p^k / sum_j p^j`` (:func:`msdnet_flax.evaluate.exit_fractions`); each
+    Thresholds come from ``val_logits`` by :func:`msdnet_flax.evaluation.core.find_thresholds` with the
+    exit shares ``q_k = p^k / sum_j p^j`` (:func:`msdnet_flax.evaluation.core.exit_fractions`); each
     image leaves at the first exit whose confidence reaches its threshold, the last exit taking
-    the rest (:func:`msdnet_flax.evaluate.apply_thresholds`).
+    the rest (:func:`msdnet_flax.evaluation.core.apply_thresholds`).
 
     Args:
       val_logits: ``(K, Nv, C)`` logits of the threshold split.

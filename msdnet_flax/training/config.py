@@ -14,8 +14,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.configs import PRESETS
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.presets import PRESETS
 
 __all__ = ["TrainConfig", "DATA_SOURCES", "SCHEDULES", "build_parser", "config_from_args",
            "config_to_argv", "parse"]

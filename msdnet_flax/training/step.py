@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from msdnet_flax.data import augment_cifar, augment_imagenet, normalize
-from msdnet_flax.train_config import TrainConfig
+from msdnet_flax.training.config import TrainConfig
 
 __all__ = ["TrainState", "make_schedule", "make_optimizer", "make_train_step"]
 

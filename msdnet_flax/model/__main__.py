@@ -1,4 +1,4 @@
-"""``python -m msdnet_flax.demo``: build the CIFAR-10 10-exit MSD-Net and report each exit.
+"""``python -m msdnet_flax.model``: build the CIFAR-10 10-exit MSD-Net and report each exit.
 
 Prints per-exit feature shapes (the classifier inputs jaxcam explains), cumulative parameters and
 multiply-adds, and checks that one jitted forward pass gives every exit's logits.
@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from msdnet_flax.configs import PRESETS, get_config
-from msdnet_flax.cost import cost
-from msdnet_flax.model import MSDNet
+from msdnet_flax.model.cost import cost
+from msdnet_flax.model.msdnet import MSDNet
+from msdnet_flax.model.presets import PRESETS, get_config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.layers import Classifier, make_layer
-from msdnet_flax.plan import TransitionSpec, build_plan
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.layers import Classifier, make_layer
+from msdnet_flax.model.plan import TransitionSpec, build_plan
 
 __all__ = ["MSDNet", "check_images"]
 

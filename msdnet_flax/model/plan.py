@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from msdnet_flax.config import MSDNetConfig
+from msdnet_flax.model.config import MSDNetConfig
 
 __all__ = [
     "ConvBNSpec",

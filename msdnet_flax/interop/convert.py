@@ -1,6 +1,6 @@
 """PyTorch (kalviny/MSDNet-PyTorch) checkpoints <-> Flax NNX MSDNet.
 
-The NNX module tree mirrors kalviny's (see :mod:`msdnet_flax.layers`), so a key maps to a path by
+The NNX module tree mirrors kalviny's (see :mod:`msdnet_flax.model.layers`), so a key maps to a path by
 swapping '.' for the path separator and renaming the leaf; arrays change layout:
 conv OIHW -> HWIO, linear (out, in) -> (in, out). BatchNorm's running statistics become NNX
 ``BatchStat`` variables; ``num_batches_tracked`` has no Flax counterpart and is ignored.
@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.model import MSDNet
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.msdnet import MSDNet
 
 __all__ = ["load_pytorch_checkpoint", "to_pytorch_state_dict", "read_pytorch_state_dict"]
 

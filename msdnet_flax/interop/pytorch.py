@@ -2,7 +2,7 @@
 
 Its ``state_dict()`` keys and shapes are exactly those of kalviny's ``models/msdnet.py`` (e.g.
 ``blocks.0.0.layers.0.net.0.weight``, ``classifier.3.linear.weight``), so a checkpoint written by
-that repository loads into it, and it is built from the same plan (:mod:`msdnet_flax.plan`) as the
+that repository loads into it, and it is built from the same plan (:mod:`msdnet_flax.model.plan`) as the
 Flax model. It exists for parity tests, benchmarks and checkpoint round trips.
 
 Needs the ``[torch]`` extra; importing :mod:`msdnet_flax` alone never imports torch.
@@ -15,11 +15,11 @@ try:
     from torch import nn
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "msdnet_flax.pytorch needs PyTorch: pip install 'jaxcam[torch]'") from e
+        "msdnet_flax.interop.pytorch needs PyTorch: pip install 'jaxcam[torch]'") from e
 
-from msdnet_flax import plan as P
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.plan import build_plan
+from msdnet_flax.model import plan as P
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.plan import build_plan
 
 __all__ = ["TorchMSDNet"]
 

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from msdnet_flax.config import MSDNetConfig
-from msdnet_flax.convert import abstract_split
-from msdnet_flax.model import MSDNet
+from msdnet_flax.interop.convert import abstract_split
+from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.model.msdnet import MSDNet
 
 __all__ = ["to_pure_dict", "from_pure_dict"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from msdnet_flax.data import ArrayDataset, generate, load_cifar, load_image_folder
-from msdnet_flax.train_config import TrainConfig
+from msdnet_flax.training.config import TrainConfig
 
 __all__ = ["load_splits"]
 

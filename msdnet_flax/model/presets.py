@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from msdnet_flax.config import MSDNetConfig
+from msdnet_flax.model.config import MSDNetConfig
 
 __all__ = [
     "cifar10_anytime",

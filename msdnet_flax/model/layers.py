@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from msdnet_flax import plan as P
+from msdnet_flax.model import plan as P
 
 __all__ = [
     "ReLU",

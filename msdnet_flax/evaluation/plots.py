@@ -26,7 +26,7 @@ def plot_anytime(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *,
     """Anytime prediction: top-1 accuracy of each exit against its cumulative multiply-adds.
 
     Args:
-      rows: ``msdnet_flax.evaluate.anytime`` output.
+      rows: ``msdnet_flax.evaluation.core.anytime`` output.
       path: the PNG to write.
       title: the plot's title.
     """
@@ -53,7 +53,7 @@ def plot_budgeted(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *,
     """Budgeted batch classification: accuracy against the average multiply-adds per image.
 
     Args:
-      rows: ``msdnet_flax.evaluate.budgeted`` output (one point per ``p``).
+      rows: ``msdnet_flax.evaluation.core.budgeted`` output (one point per ``p``).
       path: the PNG to write.
       anytime_rows: optionally, the single exits, drawn for reference.
       title: the plot's title.

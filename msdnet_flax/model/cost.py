@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from msdnet_flax import plan as P
-from msdnet_flax.config import MSDNetConfig
+from msdnet_flax.model import plan as P
+from msdnet_flax.model.config import MSDNetConfig
 
 __all__ = ["ExitCost", "cost"]
 
