@@ -25,6 +25,7 @@ from flax import traverse_util
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from jaxcam.extend.files import atomic_write
 from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.msdnet import MSDNet
 from msdnet_flax.model.state import from_pure_dict, to_pure_dict
@@ -35,35 +36,6 @@ __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "resolve_che
 FORMAT = "msdnet_flax.checkpoint/1"
 _POINTER = "latest"
 _PREFIX = "ckpt-"
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory file descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same directory, which is fsynced and renamed over
-    ``path`` with ``os.replace``; the directory is fsynced after the rename.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _key_part(entry: Any) -> str:

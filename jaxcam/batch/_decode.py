@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from jaxcam._cli_io import decode_image, to_model_input
+from jaxcam.extend.images import center_crop
 
 __all__ = ["InputError", "DEFAULT_MAX_PIXELS", "MAX_FILE_BYTES", "declared_size", "check_complete",
            "read_image_checked", "decode_checked", "preprocess", "center_crop"]
@@ -189,30 +190,6 @@ def read_image_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PI
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}") from None
     return decode_checked(data, max_pixels)
-
-
-def center_crop(image: np.ndarray, size: int, resize: int | None = None) -> np.ndarray:
-    """ImageNet evaluation preprocessing, as ``msdnet_flax.data.load_image_folder`` does it.
-
-    The shorter side is resized to ``resize`` (default ``round(size * 256 / 224)``; INTER_AREA
-    shrinking, INTER_LINEAR enlarging), then the central ``size`` x ``size`` square is cut.
-
-    Args:
-      image: (H, W, 3) on the 0..255 scale.
-      size: side of the crop.
-      resize: the shorter side before cropping (>= size).
-
-    Returns:
-      (size, size, 3), the dtype of ``image``.
-    """
-    resize = int(round(size * 256 / 224)) if resize is None else resize
-    h, w = image.shape[:2]
-    nh, nw = (resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize)
-    if (nh, nw) != (h, w):
-        interp = cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR
-        image = cv2.resize(image, (nw, nh), interpolation=interp)
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-    return np.ascontiguousarray(image[top:top + size, left:left + size])
 
 
 def preprocess(image: np.ndarray, size: int, crop: bool) -> np.ndarray:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jaxcam.extend.files import atomic_write, atomic_write_text
 
 __all__ = ["shard_ranges", "owned_shards", "shard_path", "write_shard", "read_shard_meta",
            "fingerprint", "atomic_write_text", "SHARD_DIR"]
@@ -49,44 +50,11 @@ def fingerprint(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_atomically(path: Path, write: Any) -> None:
-    """Write through ``write(file)`` into a temporary file beside ``path``, then rename it: a
-    kill at any moment leaves either the old file (or none) or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace a text file atomically (temporary file + rename)."""
-    _replace_atomically(Path(path), lambda f: f.write(text.encode("utf-8")))
-
-
 def write_shard(path: Path, arrays: Mapping[str, np.ndarray], compressed: bool = False) -> None:
     """Write arrays as an ``.npz`` atomically; uncompressed by default (fast: random-looking
     float maps hardly compress)."""
     save = np.savez_compressed if compressed else np.savez
-    _replace_atomically(Path(path), lambda f: save(f, **arrays))
+    atomic_write(path, lambda f: save(f, **arrays))
 
 
 def read_shard_meta(path: Path, fingerprint_: str | None = None, j: int | None = None,

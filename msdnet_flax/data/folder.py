@@ -10,13 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from jaxcam.extend.images import IMAGE_EXTENSIONS, center_crop
 from msdnet_flax.data._dataset import ArrayDataset
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "load_image_folder"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def _load(path: Path, size: int, resize: int) -> np.ndarray:
@@ -31,21 +31,10 @@ def _load(path: Path, size: int, resize: int) -> np.ndarray:
         raise ValueError(f"cannot decode image file {path}: not a valid image "
                          f"({raw.size} bytes)")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    h, w = img.shape[:2]
-    # torchvision Resize(int): the shorter side becomes `resize`, the longer keeps the aspect.
-    if h <= w:
-        nh, nw = resize, int(resize * w / h)
-    else:
-        nh, nw = int(resize * h / w), resize
-    if (nh, nw) != (h, w):
-        interp = cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR
-        img = cv2.resize(img, (nw, nh), interpolation=interp)
-    if nh < size or nw < size:
-        raise ValueError(f"{path}: resized to {nh}x{nw}, smaller than the {size}x{size} crop "
-                         f"(resize={resize} must be >= size)")
-    top = int(round((nh - size) / 2.0))
-    left = int(round((nw - size) / 2.0))
-    return np.ascontiguousarray(img[top:top + size, left:left + size])
+    try:
+        return center_crop(img, size, resize)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def load_image_folder(root: str | os.PathLike, *, size: int, resize: int | None = None,

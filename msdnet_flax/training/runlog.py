@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from msdnet_flax.checkpoint import atomic_write
+from jaxcam.extend.files import atomic_write
 
 __all__ = ["Meter", "RunLog", "Progress", "TIMING_KEYS"]
 
