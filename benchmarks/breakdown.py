@@ -26,9 +26,9 @@ from benchmarks.contender import make_inputs
 from benchmarks.jax_side import jaxcam_all_exits
 from benchmarks.models import make_twins
 from benchmarks.timing import timed_call
-from jaxcam._explain import Options, finish_maps
 from jaxcam.extend import fast_strided_conv_grads
 from jaxcam.methods import gradcam
+from jaxcam.postprocess import postprocess
 
 
 def _jax_pieces(twins: Any, inputs: Any) -> dict[str, Callable[[], Any]]:
@@ -49,8 +49,7 @@ def _jax_pieces(twins: Any, inputs: Any) -> dict[str, Callable[[], Any]]:
     grad_fast = jax.jit(lambda s, fs: jax.grad(fast_strided_conv_grads(
         lambda fs: total(s, fs)))(fs))
     grad_plain = jax.jit(lambda s, fs: jax.grad(lambda fs: total(s, fs))(fs))
-    opts = Options(method="gradcam")
-    cam = jax.jit(lambda fs, gs: jnp.stack([finish_maps([gradcam(a, g)], size, opts)
+    cam = jax.jit(lambda fs, gs: jnp.stack([postprocess([gradcam(a, g)], size)
                                             for a, g in zip(fs, gs, strict=True)]))
     feats = jax.block_until_ready(backbone(state, x))
     grads = jax.block_until_ready(grad_fast(state, feats))

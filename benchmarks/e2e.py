@@ -71,22 +71,24 @@ def run_config(name: str, n: int, batch_size: int, workers: int | None, work: Pa
 
     import msdnet_flax
     from jaxcam import batch
+    from msdnet_flax.model.presets import get_config
 
-    config = getattr(msdnet_flax.model.presets, name)()
+    config = get_config(name)
     size = config.image_size
     t0 = time.perf_counter()
     folder = make_folder(work / f"jpeg{size}-{n}", n, size)
     generate_s = time.perf_counter() - t0
     model = msdnet_flax.MSDNet(config, rngs=nnx.Rngs(0))
     model.eval()
-    meta = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "class_names": [f"class{i}" for i in range(config.num_classes)]}
+    prep = batch.Preprocessing(image_size=size, mean=(0.485, 0.456, 0.406),
+                               std=(0.229, 0.224, 0.225),
+                               class_names=[f"class{i}" for i in range(config.num_classes)])
     out = work / f"out-{name}-{n}"
     shutil.rmtree(out, ignore_errors=True)  # a fresh run, never a resumed one
     inputs = batch.list_inputs([str(folder)])
     job = batch.BatchJob(out=out, batch_size=batch_size, save_images="none", cams_npz="no",
                          map_dtype="float16", workers=workers)
-    s = batch.explain_dataset(model, meta, inputs, job)
+    s = batch.explain_dataset(model, prep, inputs, job)
     t = s.timings
     out_bytes = sum(p.stat().st_size for p in (out / "shards").glob("*.npz"))
     if not keep:

@@ -20,7 +20,7 @@ from benchmarks.contender import (
     Contender,
     Inputs,
 )
-from benchmarks.models import Twins
+from benchmarks.models import BenchTwins
 
 JAXCAM_ALL = "jaxcam_all"
 JAXCAM_LAST = "jaxcam_last"
@@ -31,18 +31,18 @@ def _as_numpy(output: Any) -> np.ndarray:
     return np.asarray(output)
 
 
-def jaxcam_all_exits(twins: Twins, inputs: Inputs, **options: Any) -> jax.Array:
+def jaxcam_all_exits(twins: BenchTwins, inputs: Inputs, **options: Any) -> jax.Array:
     """All-exit maps (``explain_exits``) through the twins' :class:`jaxcam.ExitExplainer`."""
     return twins.exit_explainer(inputs.jax_images, inputs.classes, **options)
 
 
-def _forward_fn(twins: Twins) -> Callable[[jax.Array], Any]:
+def _forward_fn(twins: BenchTwins) -> Callable[[jax.Array], Any]:
     graphdef, state = nnx.split(twins.flax_model)
     forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
     return lambda x: forward(state, x)
 
 
-def contenders(twins: Twins) -> list[Contender]:
+def contenders(twins: BenchTwins) -> list[Contender]:
     """jaxcam as a user explaining many batches would call it: the explainer objects are built
     once (split, layer checks) and called with device images and host (NumPy) classes."""
     last = twins.num_exits - 1

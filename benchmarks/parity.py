@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.contender import REF_FINAL, REF_LAST, REF_LOGITS, Contender, Inputs
 from benchmarks.jax_side import JAXCAM_ALL, jaxcam_all_exits
-from benchmarks.models import Twins
+from benchmarks.models import BenchTwins
 
 TOLERANCE = 1e-4
 
@@ -52,7 +52,7 @@ def highest_precision() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def references(twins: Twins, inputs: Inputs) -> dict[str, np.ndarray]:
+def references(twins: BenchTwins, inputs: Inputs) -> dict[str, np.ndarray]:
     """jaxcam's maps in each convention a contender is compared in, and its logits."""
     maps, logits = jaxcam_all_exits(twins, inputs, return_logits=True)
     final = np.asarray(maps)
@@ -80,7 +80,7 @@ def check(contender: Contender, inputs: Inputs, refs: dict[str, np.ndarray]) -> 
     return ParityResult(contender.key, ok, diff, contender.compared_as, seconds=seconds)
 
 
-def check_all(twins: Twins, contenders: Sequence[Contender], inputs: Inputs, highest: bool
+def check_all(twins: BenchTwins, contenders: Sequence[Contender], inputs: Inputs, highest: bool
               ) -> dict[str, ParityResult]:
     """Check every contender; ``highest``: in float32 at the highest precision (GPU: no TF32).
 

@@ -24,7 +24,7 @@ from benchmarks.contender import (
     Inputs,
     make_inputs,
 )
-from benchmarks.models import Twins, make_twins
+from benchmarks.models import BenchTwins, make_twins
 from benchmarks.parity import check_all
 from benchmarks.timing import MemoryProbe, Samples, choose_rounds, interleave, timed_call
 
@@ -115,7 +115,7 @@ def _setup_device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _contenders(twins: Twins, settings: cli.Settings) -> list[Contender]:
+def _contenders(twins: BenchTwins, settings: cli.Settings) -> list[Contender]:
     size = (twins.image_size, twins.image_size)
     found = jax_side.contenders(twins) + torch_side.contenders(twins, size)
     if settings.contenders is not None:
@@ -125,12 +125,12 @@ def _contenders(twins: Twins, settings: cli.Settings) -> list[Contender]:
     return found
 
 
-def _inputs(twins: Twins, batch: int, settings: cli.Settings) -> Inputs:
+def _inputs(twins: BenchTwins, batch: int, settings: cli.Settings) -> Inputs:
     return make_inputs(batch, twins.image_size, twins.num_exits, twins.num_classes,
                        settings.seed + batch, twins.device)
 
 
-def run_cell(twins: Twins, contenders: list[Contender], batch: int, settings: cli.Settings,
+def run_cell(twins: BenchTwins, contenders: list[Contender], batch: int, settings: cli.Settings,
              probe: MemoryProbe, clock: Clock, known_first: dict[str, float]) -> dict[str, Any]:
     """Time every contender on one batch size: warm-up (JAX: compile), then interleaved rounds.
 

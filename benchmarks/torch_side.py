@@ -44,7 +44,7 @@ from benchmarks.contender import (
     Inputs,
     sync_torch,
 )
-from benchmarks.models import Twins
+from msdnet_flax.testing import Twins
 
 PGC_ALL = "pgc_all"
 PGC_LAST = "pgc_last"

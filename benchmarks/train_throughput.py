@@ -1,6 +1,6 @@
 """Training throughput of the bundled model's recipe on 1 and on 2 CPU devices, side by side.
 
-``python -m benchmarks.train_throughput`` runs ``python -m msdnet_flax.train`` (cifar10_anytime,
+``python -m benchmarks.train_throughput`` runs ``python -m msdnet_flax.training`` (cifar10_anytime,
 batch 64, the bundled model's settings) for ``--steps`` steps once per device count, each in its
 own process (XLA's host device count is fixed at start-up), and reads the steady images/s from
 the runs' JSONL logs (the first logged interval, which holds the compile, is dropped). It prints a
@@ -29,7 +29,7 @@ def _run(devices: int, steps: int, log_every: int, out: Path) -> list[float]:
     """Images/s of each logged interval after the first."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    cmd = [sys.executable, "-m", "msdnet_flax.training.loop", "--model", "cifar10_anytime",
+    cmd = [sys.executable, "-m", "msdnet_flax.training", "--model", "cifar10_anytime",
            "--n-train", "25000", "--n-val", "0", "--epochs", "4", "--lr", "0.1",
            "--warmup-steps", "100", "--schedule", "cosine", "--max-steps", str(steps),
            "--log-every", str(log_every), "--checkpoint-every", "0", "--no-progress",
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         f"\n## {now[:10]}: training throughput, bundled model's recipe, 1 vs 2 CPU devices\n",
         f"- machine: {cpu_model()}, {usable_cores()} cores, GPU: none; {now}",
         f"- command: `python -m benchmarks.train_throughput --steps {args.steps}` (each device "
-        f"count in its own `python -m msdnet_flax.train` process, one after the other; the first "
-        f"{args.log_every}-step interval, with the compile, dropped)",
+        f"count in its own `python -m msdnet_flax.training` process, one after the other; the "
+        f"first {args.log_every}-step interval, with the compile, dropped)",
         "",
         "| CPU devices | timed steps | median images/s | range | projected minutes for "
         f"{BUNDLED_STEPS} steps |",

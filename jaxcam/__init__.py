@@ -5,13 +5,24 @@ takes ``jax.vjp`` of the target scores with respect to it, and turns activations
 into maps in one jitted call; ``explain_exits`` does every exit of a multi-exit network in one
 forward and one backward pass. ``Explainer`` and ``ExitExplainer`` do their per-model work
 (splitting the model, checking layers) once, for explaining many batches with the same weights.
-The math of each method is a pure function in :mod:`jaxcam.methods` and :mod:`jaxcam.input_space`.
+The maths of each method is a pure function in :mod:`jaxcam.methods`, registered in
+:mod:`jaxcam.registry`; ``METHODS`` and ``EXIT_METHODS`` are queries on that registry.
 """
 
-from jaxcam import input_space, methods, metrics, postprocess, targets, viz
-from jaxcam._exits import EXIT_METHODS, ExitExplainer, explain_exits
-from jaxcam._explain import METHODS, Explainer, explain
-from jaxcam._sugar import (
+from typing import Any
+
+from jaxcam import (
+    adapters,
+    compat,
+    input_space,
+    methods,
+    metrics,
+    postprocess,
+    registry,
+    targets,
+    viz,
+)
+from jaxcam.compat import (
     AblationCAM,
     BaseCAM,
     EigenCAM,
@@ -24,6 +35,7 @@ from jaxcam._sugar import (
     ScoreCAM,
     XGradCAM,
 )
+from jaxcam.explainer import ExitExplainer, Explainer, explain, explain_exits
 from jaxcam.targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
 __all__ = [
@@ -33,10 +45,13 @@ __all__ = [
     "ExitExplainer",
     "METHODS",
     "EXIT_METHODS",
+    "adapters",
+    "compat",
     "methods",
     "metrics",
     "input_space",
     "postprocess",
+    "registry",
     "targets",
     "viz",
     "ClassifierOutputTarget",
@@ -53,3 +68,14 @@ __all__ = [
     "ScoreCAM",
     "AblationCAM",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``METHODS`` (every registered method's name) and ``EXIT_METHODS`` (those that
+    :func:`explain_exits` takes), read from the registry when asked, so they include methods
+    registered after import."""
+    if name == "METHODS":
+        return registry.names()
+    if name == "EXIT_METHODS":
+        return registry.names(multi_exit=True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

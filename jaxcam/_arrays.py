@@ -1,12 +1,15 @@
-"""Bringing arrays from NumPy, PyTorch and other frameworks into JAX, and layout helpers."""
+"""Bringing arrays from NumPy, PyTorch and other frameworks into JAX; mapping rows in chunks."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+_Out = TypeVar("_Out")
 
 
 def as_jax(x: Any, *, copy: bool = False) -> jax.Array:
@@ -64,31 +67,55 @@ def _from_dlpack(x: Any) -> jax.Array | None:
     return None
 
 
-def nchw_to_nhwc(x: Any) -> jax.Array:
-    """Moves the channel axis of a ``(B, C, H, W)`` array last: ``(B, H, W, C)``.
+def map_in_chunks(fn: Callable[[Any], _Out], xs: Any, batch_size: int | None) -> _Out:
+    """``jax.vmap(fn)(xs)``, evaluated ``batch_size`` rows of ``xs`` at a time to bound memory.
 
     Args:
-        x: a 4-D array or tensor in channels-first layout (anything ``as_jax`` accepts).
+        fn: function of one row of ``xs``.
+        xs: the rows, stacked on axis 0 (an array or a pytree of arrays of equal length).
+        batch_size: rows evaluated together; ``None`` (or at least ``len(xs)``) vmaps all rows.
 
     Returns:
-        The ``(B, H, W, C)`` ``jax.Array``.
+        The stacked results, as ``jax.vmap(fn)(xs)`` would return them.
     """
-    x = as_jax(x)
-    if x.ndim != 4:
-        raise ValueError(f"nchw_to_nhwc expects a 4-D (B, C, H, W) array, got shape {x.shape}")
-    return jnp.transpose(x, (0, 2, 3, 1))
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size}")
+    n_rows = jax.tree.leaves(xs)[0].shape[0]
+    if batch_size is None or batch_size >= n_rows:
+        return jax.vmap(fn)(xs)
+    return jax.lax.map(fn, xs, batch_size=batch_size)
 
 
-def nhwc_to_nchw(x: Any) -> jax.Array:
-    """Moves the channel axis of a ``(B, H, W, C)`` array second: ``(B, C, H, W)``.
+def sum_in_chunks(
+    fn: Callable[[jax.Array], jax.Array], xs: jax.Array, batch_size: int | None
+) -> jax.Array:
+    """``jnp.sum(jax.vmap(fn)(xs), axis=0)`` holding only ``batch_size`` results at a time.
+
+    A ``lax.scan`` over chunks keeps a running sum, so memory does not grow with ``len(xs)``
+    (``lax.map`` would stack every result before the sum).
 
     Args:
-        x: a 4-D array or tensor in channels-last layout (anything ``as_jax`` accepts).
+        fn: function of one row of ``xs``, returning one array.
+        xs: the rows, stacked on axis 0.
+        batch_size: rows evaluated together; ``None`` (or at least ``len(xs)``) vmaps all rows.
 
     Returns:
-        The ``(B, C, H, W)`` ``jax.Array``.
+        The sum over rows of ``fn(row)``.
     """
-    x = as_jax(x)
-    if x.ndim != 4:
-        raise ValueError(f"nhwc_to_nchw expects a 4-D (B, H, W, C) array, got shape {x.shape}")
-    return jnp.transpose(x, (0, 3, 1, 2))
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size}")
+    n_rows = xs.shape[0]
+    if batch_size is None or batch_size >= n_rows:
+        return jnp.sum(jax.vmap(fn)(xs), axis=0)
+    n_chunks = n_rows // batch_size
+    n_chunked = n_chunks * batch_size
+    chunks = xs[:n_chunked].reshape(n_chunks, batch_size, *xs.shape[1:])
+
+    def add_chunk(total: jax.Array, chunk: jax.Array) -> tuple[jax.Array, None]:
+        return total + jnp.sum(jax.vmap(fn)(chunk), axis=0), None
+
+    result = jax.eval_shape(fn, xs[0])
+    total, _ = jax.lax.scan(add_chunk, jnp.zeros(result.shape, result.dtype), chunks)
+    if n_chunked < n_rows:
+        total = total + jnp.sum(jax.vmap(fn)(xs[n_chunked:]), axis=0)
+    return total

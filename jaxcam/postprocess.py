@@ -57,25 +57,38 @@ def minmax_normalize(maps: Any, eps: float = MINMAX_EPS) -> jax.Array:
     return shifted / (eps + jnp.max(shifted, axis=(-2, -1), keepdims=True))
 
 
-def _linear_interpolation_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """The ``(out_size, in_size)`` matrix of ``cv2.resize``'s INTER_LINEAR along one axis.
+def interpolation_matrix(in_size: int, out_size: int, *, align_corners: bool = False
+                         ) -> np.ndarray:
+    """The ``(out_size, in_size)`` linear-interpolation matrix of one axis (float64, rows sum to 1).
 
-    OpenCV samples output pixel ``o`` at source coordinate ``(o + 0.5) * in/out - 0.5`` (pixel
-    centres aligned) and clamps it to ``[0, in - 1]`` (border replicate), then interpolates
-    linearly between the two neighbouring source pixels. Downscaling is the same formula, with no
-    antialiasing, unlike ``jax.image.resize``.
+    ``align_corners=False`` is ``cv2.resize``'s INTER_LINEAR: output pixel ``o`` samples source
+    coordinate ``(o + 0.5) * in/out - 0.5`` (pixel centres aligned), clamped to ``[0, in - 1]``
+    (border replicate); downscaling is the same formula, with no antialiasing, unlike
+    ``jax.image.resize``. ``align_corners=True`` is PyTorch's rule (``UpsamplingBilinear2d``):
+    output ``o`` samples ``o * (in - 1) / (out - 1)`` (0 when ``out == 1``).
+
+    Args:
+      in_size: input length along the axis.
+      out_size: output length along the axis.
+      align_corners: PyTorch's corner-aligned rule instead of OpenCV's centre-aligned one.
+
+    Returns:
+      The matrix; each row mixes the two source samples nearest its coordinate.
     """
-    scale = in_size / out_size
-    coords = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
-    coords = np.clip(coords, 0.0, in_size - 1)
-    left = np.floor(coords).astype(np.int64)
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        coords = np.arange(out_size, dtype=np.float64) * scale
+    else:
+        coords = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+        coords = np.clip(coords, 0.0, in_size - 1)
+    left = np.minimum(np.floor(coords).astype(np.int64), in_size - 1)
     right = np.minimum(left + 1, in_size - 1)
     frac = coords - left
     matrix = np.zeros((out_size, in_size), dtype=np.float64)
     rows = np.arange(out_size)
     np.add.at(matrix, (rows, left), 1.0 - frac)
     np.add.at(matrix, (rows, right), frac)
-    return matrix.astype(np.float32)
+    return matrix
 
 
 def resize_bilinear(maps: Any, out_size: tuple[int, int]) -> jax.Array:
@@ -96,10 +109,30 @@ def resize_bilinear(maps: Any, out_size: tuple[int, int]) -> jax.Array:
     in_h, in_w = maps.shape[-2:]
     if (in_h, in_w) == (out_h, out_w):
         return maps  # cv2 copies too.
-    rows = jnp.asarray(_linear_interpolation_matrix(in_h, out_h))
-    cols = jnp.asarray(_linear_interpolation_matrix(in_w, out_w))
+    rows = jnp.asarray(interpolation_matrix(in_h, out_h), jnp.float32)
+    cols = jnp.asarray(interpolation_matrix(in_w, out_w), jnp.float32)
     # HIGHEST: on GPU/TPU the default matmul precision (TF32/bf16 passes) would cost ~1e-3.
     return jnp.einsum("Hh,...hw,Ww->...HW", rows, maps, cols, precision=jax.lax.Precision.HIGHEST)
+
+
+def resize_bilinear_align_corners(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Resizes ``(B, h, w)`` maps to ``(B, H, W)``, bilinear with ``align_corners=True``.
+
+    This is ``torch.nn.UpsamplingBilinear2d(size)`` (which pytorch-grad-cam's Score-CAM uses),
+    not ``jax.image.resize`` (half-pixel centres, i.e. ``align_corners=False``).
+
+    Args:
+      maps: ``(B, h, w)`` arrays.
+      size: ``(H, W)`` output size.
+
+    Returns:
+      ``(B, H, W)`` resized maps, same dtype.
+    """
+    rows = jnp.asarray(interpolation_matrix(maps.shape[1], size[0], align_corners=True),
+                       maps.dtype)
+    cols = jnp.asarray(interpolation_matrix(maps.shape[2], size[1], align_corners=True),
+                       maps.dtype)
+    return jnp.einsum("Hh,bhw,Ww->bHW", rows, maps, cols, precision=jax.lax.Precision.HIGHEST)
 
 
 def _split_layers(raw_cams: Any) -> list[jax.Array]:
@@ -169,3 +202,21 @@ def postprocess(
     if normalize:
         combined = minmax_normalize(combined)
     return combined
+
+
+def attribution_maps(attributions: Any, *, normalize: bool = True) -> jax.Array:
+    """Input-space attributions to maps, as ``jaxcam.explain`` shows them.
+
+    The maximum over colour channels of the absolute attribution (Simonyan et al.'s saliency
+    reduction, :func:`jaxcam.methods.input.reduce_channels` ``"max_abs"``), then per-image
+    min-max scaling.
+
+    Args:
+      attributions: ``(B, H, W, C)`` attributions (gradients, integrated gradients, ...).
+      normalize: apply the min-max scaling.
+
+    Returns:
+      ``(B, H, W)`` float32 maps, each in ``[0, 1)`` when ``normalize``.
+    """
+    cam = jnp.max(jnp.abs(_as_float32(attributions)), axis=-1)
+    return minmax_normalize(cam) if normalize else cam

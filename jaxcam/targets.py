@@ -16,7 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+ScoreFn = Callable[[jax.Array], jax.Array]
+"""Maps images ``(B, H, W, C)`` to one score per image ``(B,)`` (the model's score for that
+image's target); image ``b``'s score must depend on image ``b`` alone (true of any per-example
+model in inference mode)."""
+
 __all__ = [
+    "ScoreFn",
     "ClassifierOutputTarget",
     "ClassifierOutputSoftmaxTarget",
     "TargetSpec",
@@ -60,6 +66,14 @@ def prepare_targets(targets: Any, batch: int
 
     The classes are a NumPy array when they came from the host (ints, lists, NumPy arrays) and a
     ``jax.Array`` (or tracer) when they came as one.
+
+    Args:
+      targets: None, an int, an int array ``(B,)``, a callable, or a list of
+        :class:`ClassifierOutputTarget`.
+      batch: the batch size B.
+
+    Returns:
+      ``(spec, classes)``.
 
     Raises:
       ValueError: a class array of the wrong shape or negative class indices.
@@ -109,6 +123,13 @@ def check_target_range(classes: np.ndarray | jax.Array | None, num_classes: int)
 
     Free for NumPy classes; a ``jax.Array`` is copied to the host, which waits for whatever
     computes it (not for the explanation: call this before reading any result).
+
+    Args:
+      classes: ``(B,)`` or ``(K, B)`` classes, or None (nothing to check).
+      num_classes: the width of the output they index.
+
+    Raises:
+      ValueError: a class out of range.
     """
     if classes is None:
         return
@@ -120,7 +141,19 @@ def check_target_range(classes: np.ndarray | jax.Array | None, num_classes: int)
 
 
 def target_scores(spec: TargetSpec, output: Any, classes: jax.Array | None) -> jax.Array:
-    """(B,) scores of ``output`` for the chosen targets."""
+    """(B,) scores of ``output`` for the chosen targets.
+
+    Args:
+      spec: the static target choice.
+      output: the model output (``(B, num_classes)`` logits unless ``spec`` is a callable).
+      classes: the ``(B,)`` classes for ``spec.kind == 'index'``, else ignored.
+
+    Returns:
+      The ``(B,)`` scores.
+
+    Raises:
+      ValueError: an output that is not ``(B, num_classes)``, or a callable's result not (B,).
+    """
     if spec.kind == "callable":
         scores = spec.fn(output)
         if not hasattr(scores, "ndim") or scores.ndim != 1:

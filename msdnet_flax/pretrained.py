@@ -1,9 +1,9 @@
 """The bundled, trained MSD-Net: ``pretrained()`` loads the checkpoint shipped with the package.
 
-The bundle is made by ``python -m msdnet_flax.bundle`` from a run of ``python -m
-msdnet_flax.training.loop``; its model card (``card.json``: the training command, seeds, time, per-exit
-accuracy and FLOPs, the budgeted-batch curve) sits next to the weights and is summarised in the
-README.
+The bundle is made by ``python -m msdnet_flax.training.bundle`` from a run of ``python -m
+msdnet_flax.training``; its model card (``card.json``: the training command, seeds, time,
+per-exit accuracy and FLOPs, the budgeted-batch curve) sits next to the weights and is summarised
+in the README.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Pretrained(NamedTuple):
 
         uint8 images are on the 0..255 scale; float images must be on the [0, 1] scale. Returns
         float32 NHWC normalised with the training run's mean and std. Files of any size, mode or
-        bit depth are converted by ``jaxcam explain`` (``jaxcam._cli_io``).
+        bit depth are converted by ``jaxcam explain`` (``jaxcam.batch``).
         """
         from msdnet_flax.data import normalize
 
@@ -77,8 +77,8 @@ def pretrained(path: str | Path | None = None) -> Pretrained:
         resolve_checkpoint(path)
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"no bundled model at {path}: train one with `python -m msdnet_flax.train` and "
-            f"bundle it with `python -m msdnet_flax.bundle` (see the README's model card)"
+            f"no bundled model at {path}: train one with `python -m msdnet_flax.training` and "
+            f"bundle it with `python -m msdnet_flax.training.bundle` (see the README's model card)"
         ) from None
     model, meta = load_checkpoint(path)
     card = Path(path) / "card.json"

@@ -30,7 +30,10 @@ from flax import nnx
 import jaxcam
 import msdnet_flax
 from jaxcam import batch
-from jaxcam._cli_io import read_image, to_model_input
+from jaxcam.batch import read_image_checked as read_image
+from jaxcam.batch import to_model_input
+from jaxcam.cli.common import preprocessing_for
+from jaxcam.cli.inputs import list_inputs as cli_list_inputs
 from msdnet_flax.checkpoint import load_checkpoint, save_checkpoint
 from msdnet_flax.data import normalize
 from msdnet_flax.data.procedural import CLASS_NAMES
@@ -108,7 +111,8 @@ def _inputs(setup: dict) -> batch.Inputs:
 def _run(setup: dict, out: Path, devices: list, batch_size: int, **kw) -> batch.RunSummary:
     model, meta = setup["model"]
     job = batch.BatchJob(out=out, batch_size=batch_size, shard_size=SHARD, **kw)
-    return batch.explain_dataset(model, meta, _inputs(setup), job, devices=devices,
+    return batch.explain_dataset(model, preprocessing_for(model, meta), _inputs(setup), job,
+                                 devices=devices,
                                  progress=False)
 
 
@@ -223,11 +227,13 @@ _KILLED = textwrap.dedent("""
     import sys, time
     import jax
     from jaxcam import batch
+    from jaxcam.cli.common import preprocessing_for
     from msdnet_flax.checkpoint import load_checkpoint
     ckpt, images, listing, out, pause = sys.argv[1:]
     model, meta = load_checkpoint(ckpt)
     job = batch.BatchJob(out=out, batch_size=7, shard_size=SHARD, save_images="none")
-    batch.explain_dataset(model, meta, batch.list_inputs([images], [listing]), job,
+    batch.explain_dataset(model, preprocessing_for(model, meta),
+                          batch.list_inputs([images], [listing]), job,
                           devices=jax.local_devices()[:1], progress=False,
                           on_shard=lambda j: time.sleep(float(pause)))
 """).replace("SHARD", str(SHARD))
@@ -358,12 +364,12 @@ def test_cifar_and_imagenet_sources_explained_for_their_true_class(setup, rng, t
         for k in range(2):
             h, w = (int(v) for v in rng.integers(30, 80, 2))
             cv2.imwrite(str(folder / c / f"{k}.jpg"), rng.integers(0, 256, (h, w, 3), np.uint8))
-    inputs = batch.list_inputs([f"cifar10:{tmp_path / 'cifar'}", f"imagenet:{folder}"])
+    inputs = cli_list_inputs([f"cifar10:{tmp_path / 'cifar'}", f"imagenet:{folder}"])
     n_test = len(expected["test_batch"][1])
     assert len(inputs) == n_test + 4
     assert inputs.names[0] == "cifar10-test_00000" and inputs.keys[0].endswith("#0")
     classes = batch.class_index(CLASS_NAMES)
-    train = batch.list_inputs([f"cifar10-train:{tmp_path / 'cifar'}"])
+    train = cli_list_inputs([f"cifar10-train:{tmp_path / 'cifar'}"])
     images = np.concatenate([expected[f"data_batch_{i}"][0] for i in range(1, 6)])
     labels = sum((expected[f"data_batch_{i}"][1] for i in range(1, 6)), [])
     assert len(train) == len(images)
@@ -373,7 +379,8 @@ def test_cifar_and_imagenet_sources_explained_for_their_true_class(setup, rng, t
     out = tmp_path / "out"
     model, meta = setup["model"]
     job = batch.BatchJob(out=out, target="true", batch_size=5, shard_size=3)
-    summary = batch.explain_dataset(model, meta, inputs, job, devices=jax.local_devices()[:1],
+    summary = batch.explain_dataset(model, preprocessing_for(model, meta), inputs, job,
+                                    devices=jax.local_devices()[:1],
                                     progress=False)
     assert summary.explained == len(inputs) and summary.failed == 0
     results = batch.open_results(out)

@@ -26,7 +26,7 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 
-from jaxcam._arrays import as_jax, nchw_to_nhwc, nhwc_to_nchw
+from jaxcam._arrays import as_jax
 from jaxcam.methods import (
     ACTIVATION_GRADIENT_METHODS,
     ACTIVATION_ONLY,
@@ -434,14 +434,3 @@ def test_as_jax_accepts_numpy_torch_and_jax(rng: np.random.Generator) -> None:
     copied = as_jax(source, copy=True)
     source.add_(1.0)
     np.testing.assert_array_equal(copied, values)
-
-
-def test_layout_helpers(rng: np.random.Generator) -> None:
-    nchw = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
-    nhwc = nchw_to_nhwc(nchw)
-    assert nhwc.shape == (2, 4, 5, 3)
-    np.testing.assert_array_equal(nhwc[1, 2, 3], nchw[1, :, 2, 3])
-    np.testing.assert_array_equal(nhwc_to_nchw(nhwc), nchw)
-    np.testing.assert_array_equal(nchw_to_nhwc(torch.from_numpy(nchw)), nhwc)
-    with pytest.raises(ValueError):
-        nchw_to_nhwc(nchw[0])

@@ -20,8 +20,10 @@ from pytorch_grad_cam.utils.image import show_cam_on_image as pgc_show_cam_on_im
 
 import jaxcam
 import msdnet_flax
-from jaxcam import _cli_demo, cli
-from jaxcam._cli_io import read_image, to_model_input, unique_names
+from jaxcam import batch, cli
+from jaxcam.batch import read_image_checked as read_image
+from jaxcam.batch import to_model_input, unique_names
+from jaxcam.cli import demo as cli_demo
 from msdnet_flax.checkpoint import load_checkpoint, save_checkpoint
 from msdnet_flax.data import normalize
 from msdnet_flax.data.procedural import CLASS_NAMES
@@ -224,7 +226,7 @@ def test_help_exits_zero(argv, capsys):
 
 def test_demo_writes_inputs_masks_and_gallery(ckpt, tmp_path, monkeypatch):
     model, meta = load_checkpoint(ckpt)
-    monkeypatch.setattr(_cli_demo, "load_demo_model",
+    monkeypatch.setattr(cli_demo, "load_demo_model",
                         lambda: (model, meta, "tiny test model", "UNTRAINED test model"))
     rc, stdout = _main(["demo", "--out", str(tmp_path), "--n", "4"])
     assert rc == 0 and "index.html" in stdout
@@ -236,6 +238,25 @@ def test_demo_writes_inputs_masks_and_gallery(ckpt, tmp_path, monkeypatch):
     page = (tmp_path / "index.html").read_text()
     assert "object mask" in page and "map energy in object" in page
     assert "UNTRAINED test model" in page
+
+
+def test_demo_output_reads_back_with_open_results(ckpt, tmp_path, monkeypatch):
+    model, meta = load_checkpoint(ckpt)
+    monkeypatch.setattr(cli_demo, "load_demo_model",
+                        lambda: (model, meta, "tiny test model", None))
+    rc, _ = _main(["demo", "--out", str(tmp_path), "--n", "3"])
+    assert rc == 0
+    results = batch.open_results(tmp_path)
+    images = sorted((tmp_path / "inputs" / "images").rglob("*.png"))
+    assert len(results) == 3 and sorted(Path(f) for f in results) == images
+    with np.load(tmp_path / "cams.npz") as cams:
+        for i, file in enumerate(cams["files"]):
+            result = results[str(file)]
+            np.testing.assert_array_equal(result.maps, cams["maps"][:, i])
+            assert result.label == CLASS_NAMES.index(Path(file).parent.name)
+    # Rerunning with other settings replaces the previous demo instead of refusing it.
+    assert _main(["demo", "--out", str(tmp_path), "--n", "2"])[0] == 0
+    assert len(batch.open_results(tmp_path)) == 2
 
 
 def test_pretrained_missing_and_present(ckpt, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""jaxcam.analysis: the exit analysis on a tiny random MSD-Net and 32 procedural images."""
+"""jaxcam.studies.exit_analysis: the exit analysis on a tiny random MSD-Net and 32 procedural
+images."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 from flax import nnx
 
 import jaxcam
-from jaxcam.analysis import (
+from jaxcam.metrics import (
+    auc,
+    curve_fractions,
+    deletion_curve,
+    insertion_curve,
+    spearman_rank_correlation,
+)
+from jaxcam.studies.exit_analysis import (
     METRICS,
     analyze_exits,
     bootstrap_counts,
@@ -23,13 +31,6 @@ from jaxcam.analysis import (
     rank_agreement,
     summarise,
     write_report,
-)
-from jaxcam.metrics import (
-    auc,
-    curve_fractions,
-    deletion_curve,
-    insertion_curve,
-    spearman_rank_correlation,
 )
 from msdnet_flax import MSDNet
 from msdnet_flax.data import generate, normalize
@@ -191,9 +192,9 @@ def test_exit_scoring_matches_the_library_metrics(model, data):
 
 
 def test_cli_parses_difficulty_pairs_and_documents_the_defaults(capsys):
-    from jaxcam._cli_analyze import _splits
-    from jaxcam.analysis import core
     from jaxcam.cli import build_parser, main
+    from jaxcam.cli.analyze import parse_splits as _splits
+    from jaxcam.studies.exit_analysis import core
 
     args = build_parser().parse_args(["analyze-exits", "--difficulty", "0", "0.4", "0.6", "1"])
     assert _splits(args.difficulty) == [(0.0, 0.4), (0.6, 1.0)]

@@ -19,15 +19,12 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from twins import ExitModel, make_twins, module_at, nchw
 
 import jaxcam
 from jaxcam import methods
-from jaxcam._exits import _explain_exits_jit, _split
-from jaxcam._explain import Options, _explain_jit
 from jaxcam.postprocess import postprocess, resize_bilinear
-from jaxcam.targets import TargetSpec
 from msdnet_flax import MSDNetConfig
+from msdnet_flax.testing import ExitModel, make_twins, module_at, nchw
 
 # ---------------------------------------------------------------------------------------------
 # The tiny CNN: stem (16x16x6) -> body/conv1 (stride 2, 8x8x8) -> body/conv2 (8x8x8) -> mean ->
@@ -364,7 +361,6 @@ def test_explain_does_not_recompile_for_new_data_or_weights(cnn, rng):
              (cnn["pair"], {})]
     for model, kwargs in kinds:  # warm up
         jaxcam.explain(model, images(rng), targets=classes_of(rng), **kwargs)
-    cached = _explain_jit._cache_size()
     with compilations() as seen:
         for model, kwargs in kinds:
             maps = jaxcam.explain(model, images(rng), targets=classes_of(rng), **kwargs)
@@ -376,7 +372,9 @@ def test_explain_does_not_recompile_for_new_data_or_weights(cnn, rng):
         jaxcam.explain(LinenCNN(), images(rng), target_layer=LAYER, targets=classes_of(rng),
                        variables=linen_variables(other))
     assert seen == []
-    assert _explain_jit._cache_size() == cached
+    with compilations() as seen:  # the listener does see a compilation: a new image size
+        jaxcam.explain(cnn["nnx"], images(rng)[:, :8, :8], target_layer=LAYER)
+    assert any("backend_compile" in name for name in seen)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,15 +454,13 @@ def test_explain_exits_backpropagates_through_the_heads_only(msd, rng, exits):
     never the weights) adds one convolution per head convolution, and none for the backbone."""
     _, model = msd
     x = msd_images(rng)
-    static, state = _split(model)
-    backbone = jax.make_jaxpr(lambda s, im: static.merge(s).exit_features(im))(state, x)
+    backbone = jax.make_jaxpr(jaxcam.adapters.merge_eval(*nnx.split(model)).exit_features)(x)
     backbone_convs = count_primitive(backbone.jaxpr, "conv_general_dilated")
     assert backbone_convs > 20
 
     def core(method):
-        opts, spec = Options(method=method), TargetSpec("argmax")
-        return jax.make_jaxpr(
-            lambda s, im: _explain_exits_jit(static, exits, opts, spec, s, im, None))(state, x)
+        return jax.make_jaxpr(lambda im: jaxcam.explain_exits(
+            model, im, method=method, exits=exits, check_finite=False))(x)
 
     convs = count_primitive(core("gradcam").jaxpr, "conv_general_dilated")
     assert convs == backbone_convs + 2 * len(exits) + 2 * len(exits)
@@ -476,7 +472,6 @@ def test_explain_exits_backpropagates_through_the_heads_only(msd, rng, exits):
 def test_explain_exits_does_not_recompile(msd, rng):
     twin, model = msd
     jaxcam.explain_exits(model, msd_images(rng), targets=rng.integers(0, 10, size=(K, 2)))
-    cached = _explain_exits_jit._cache_size()
     with compilations() as seen:
         jaxcam.explain_exits(model, msd_images(rng), targets=rng.integers(0, 10, size=(K, 2)))
         jaxcam.explain_exits(model, msd_images(rng), targets=rng.integers(0, 10, size=2))
@@ -484,7 +479,9 @@ def test_explain_exits_does_not_recompile(msd, rng):
         _, other = make_twins(TINY_MSD, rng)
         jaxcam.explain_exits(other, msd_images(rng), targets=3).block_until_ready()
     assert seen == []
-    assert _explain_exits_jit._cache_size() == cached
+    with compilations() as seen:  # the listener does see a compilation: a new batch size
+        jaxcam.explain_exits(model, msd_images(rng, batch=3), targets=3)
+    assert any("backend_compile" in name for name in seen)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -815,7 +812,7 @@ def test_explainer_update(cnn, rng):
 def test_host_inputs_never_wait_for_the_device(cnn, msd, rng, monkeypatch):
     """NumPy images and classes are checked on the host: a call returns without reading any
     device value, and bad values still raise clear errors."""
-    import jaxcam._prepared as prepared
+    import jaxcam._checks as checks
 
     exit_explainer = jaxcam.ExitExplainer(msd[1])
     explainer = jaxcam.Explainer(cnn["nnx"], target_layer=LAYER)
@@ -832,7 +829,7 @@ def test_host_inputs_never_wait_for_the_device(cnn, msd, rng, monkeypatch):
         def waited(flag):
             raise AssertionError("the call waited for the device")
 
-        monkeypatch.setattr(prepared, "read_device_flag", waited)
+        monkeypatch.setattr(checks, "read_device_flag", waited)
         np.testing.assert_array_equal(np.asarray(run(good, 1)), np.asarray(expected))
         with pytest.raises(ValueError, match="NaN or infinite"):
             run(bad, 1)

@@ -21,22 +21,20 @@ from pytorch_grad_cam import AblationCAM, GuidedBackpropReLUModel, ScoreCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from jaxcam.input_space import (
-    ablationcam,
-    ablationcam_weights,
+import jaxcam.input_space
+from jaxcam.methods.input import (
     guided_backprop,
     guided_gradcam,
     integrated_gradients,
     integration_points,
     reduce_channels,
-    resize_bilinear_align_corners,
     saliency,
-    scorecam,
-    scorecam_weights,
     smoothgrad,
     smoothgrad_from_noise,
     smoothgrad_noise,
 )
+from jaxcam.methods.layer import ablationcam, ablationcam_weights, scorecam, scorecam_weights
+from jaxcam.postprocess import resize_bilinear_align_corners
 
 BATCH, HEIGHT, WIDTH, IN_CHANNELS, CHANNELS, CLASSES = 2, 16, 12, 3, 8, 5
 
@@ -494,3 +492,10 @@ def test_ablationcam_matches_pytorch_grad_cam(twin: dict, relu_after_tap: bool) 
         assert_close(
             ablationcam(activations, head_score_fn, ablation_value=0.0), maps[1], rtol=1e-5
         )
+
+
+def test_old_input_space_names_still_work() -> None:
+    for name in ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop",
+                 "guided_gradcam", "reduce_channels", "scorecam", "ablationcam",
+                 "resize_bilinear_align_corners"):
+        assert getattr(jaxcam.input_space, name) is globals()[name], name

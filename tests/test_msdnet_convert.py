@@ -1,7 +1,7 @@
 """PyTorch checkpoints (kalviny/MSDNet-PyTorch format) -> Flax NNX MSDNet and back.
 
-The reference is ``msdnet_flax.interop.pytorch.TorchMSDNet``, whose state-dict keys are kalviny's; each
-preset's twin gets random weights and random BatchNorm (scale, shift, running statistics), is
+The reference is ``msdnet_flax.interop.pytorch.TorchMSDNet``, whose state-dict keys are kalviny's;
+each preset's twin gets random weights and random BatchNorm (scale, shift, running statistics), is
 saved the way kalviny's ``main.py`` saves a ``DataParallel`` model, and the Flax model loaded from
 that file must reproduce every exit's logits and classifier input.
 """
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from twins import nchw, random_torch_msdnet
 
 import msdnet_flax
 from msdnet_flax.interop.pytorch import TorchMSDNet
 from msdnet_flax.model import presets as configs
 from msdnet_flax.model.config import MSDNetConfig
+from msdnet_flax.testing import nchw, random_torch_msdnet
 
 PARITY_PRESETS = ["cifar10_anytime", "cifar100_anytime", "cifar100_budgeted", "imagenet_step4"]
 RTOL = 1e-4

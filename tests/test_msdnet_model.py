@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx, traverse_util
-from twins import random_torch_msdnet
 
 import msdnet_flax
 from msdnet_flax.interop.convert import abstract_split
@@ -25,6 +24,7 @@ from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.cost import cost
 from msdnet_flax.model.msdnet import check_images
 from msdnet_flax.model.plan import MSDLayerSpec, TransitionSpec, block_steps, build_plan
+from msdnet_flax.testing import random_torch_msdnet
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,12 +24,12 @@ from pytorch_grad_cam import (
 )
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
-from twins import ExitModel, make_twins, module_at, nchw
 
 import jaxcam
 from jaxcam.methods import gradcam
 from msdnet_flax import MSDNetConfig
 from msdnet_flax.model import presets as configs
+from msdnet_flax.testing import ExitModel, make_twins, module_at, nchw
 
 PGC = {
     "gradcam": GradCAM,

@@ -2,7 +2,7 @@
 checkpoints describe themselves, and the optimizer is PyTorch's SGD.
 
 The expensive part, a 2-epoch run of a tiny MSD-Net on 8 CPU devices, happens once per session in
-a subprocess (``python -m msdnet_flax.train``); a second one is killed with SIGKILL after its
+a subprocess (``python -m msdnet_flax.training``); a second one is killed with SIGKILL after its
 first checkpoint and resumed. The three share a persistent compilation cache, so only the first
 compiles.
 """

@@ -1,5 +1,6 @@
 """Reading one input safely: size limits checked from the header before decoding, truncation
-detected, and the model's preprocessing (whole-image resize, or ImageNet's centre crop)."""
+detected, any bit depth and channel count decoded to RGB, and the model's preprocessing
+(whole-image resize, or ImageNet's centre crop)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import struct
 import cv2
 import numpy as np
 
-from jaxcam._cli_io import decode_image, to_model_input
+from jaxcam.batch._preprocessing import Preprocessing
 from jaxcam.extend.images import center_crop
 
 __all__ = ["InputError", "DEFAULT_MAX_PIXELS", "MAX_FILE_BYTES", "declared_size", "check_complete",
-           "read_image_checked", "decode_checked", "preprocess", "center_crop"]
+           "read_image_checked", "decode_checked", "decode_image", "to_model_input", "preprocess",
+           "center_crop"]
 
 # 100 megapixels: larger than any camera's photos, small enough that a few decoding threads at
 # once (3 bytes a pixel, plus OpenCV's working copies) cannot exhaust memory.
@@ -137,6 +139,48 @@ def check_complete(data: bytes) -> None:
                              f"the last scan; the file was cut short")
 
 
+def decode_image(raw: np.ndarray) -> np.ndarray:
+    """Decode an encoded image file's bytes to (H, W, 3) RGB on the 0..255 scale.
+
+    8-bit images come back as uint8; 16-bit ones as float32 divided by 257 (so 65535 -> 255,
+    keeping their finer steps); float images (TIFF) as float32 times 255. Grayscale is repeated
+    into three channels; an alpha channel is dropped (as ``cv2.IMREAD_COLOR`` and the training
+    loaders do); EXIF orientation is applied. No size or completeness checks: see
+    :func:`decode_checked`.
+
+    Args:
+      raw: the file's bytes as a uint8 array.
+
+    Returns:
+      The decoded image.
+
+    Raises:
+      ValueError: empty, or not an image OpenCV can decode (naming why).
+    """
+    if raw.size == 0:
+        raise ValueError("empty file (0 bytes)")
+    img = cv2.imdecode(raw, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if img is None or img.size == 0:
+        head = bytes(raw[:8])
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data"
+        raise ValueError(f"not a decodable image ({raw.size} bytes; starts like {kind}: "
+                         f"{head!r}); corrupt or not an image format OpenCV reads")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / np.float32(257)
+    if np.issubdtype(img.dtype, np.floating):
+        return np.clip(np.nan_to_num(img.astype(np.float32)), 0, 1) * np.float32(255)
+    info = np.iinfo(img.dtype)  # e.g. 8-bit signed
+    return ((img.astype(np.float32) - info.min) * (255 / (info.max - info.min))).astype(np.float32)
+
+
 def decode_checked(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file's bytes after checking its declared size and completeness.
 
@@ -192,17 +236,42 @@ def read_image_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PI
     return decode_checked(data, max_pixels)
 
 
-def preprocess(image: np.ndarray, size: int, crop: bool) -> np.ndarray:
+def to_model_input(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an (H, W, 3) 0..255 image (whole, aspect not kept) to (size, size, 3).
+
+    Shrinking uses ``cv2.INTER_AREA`` and enlarging ``cv2.INTER_LINEAR``, as the training
+    loaders do; 8-bit images stay uint8 (identical to what training saw), others float32.
+
+    Args:
+      image: the decoded image.
+      size: the model's input side.
+
+    Returns:
+      The resized image (``image`` itself when it already has that size).
+    """
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if h * w > size * size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def preprocess(image: np.ndarray, prep: Preprocessing, crop: bool | None = None) -> np.ndarray:
     """The model input for one decoded image: (size, size, 3) float32 on the 0..255 scale.
 
-    Float32 rather than uint8 because 16-bit inputs keep their finer steps (as ``jaxcam
-    explain`` always did); normalisation with the checkpoint's mean/std happens on the device.
+    Float32 rather than uint8 because 16-bit inputs keep their finer steps; normalisation with
+    ``prep.mean``/``prep.std`` happens on the device.
 
     Args:
       image: (H, W, 3) RGB on the 0..255 scale.
-      size: the model's input side.
+      prep: the model's preprocessing.
       crop: ImageNet's resize-and-centre-crop (:func:`center_crop`) instead of resizing the
-        whole image (:func:`jaxcam._cli_io.to_model_input`).
+        whole image (:func:`to_model_input`); None: ``prep.crop``.
+
+    Returns:
+      The model input before normalisation.
     """
-    small = center_crop(image, size) if crop else to_model_input(image, size)
+    size = prep.image_size
+    small = center_crop(image, size) if (prep.crop if crop is None else crop) \
+        else to_model_input(image, size)
     return small.astype(np.float32)

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxcam._exits import explain_exits
+from jaxcam import explain_exits
+from jaxcam.adapters import merge_eval
 
 __all__ = ["ExplainStep"]
 
@@ -26,8 +27,10 @@ class ExplainStep:
     """Explain fixed-size batches of preprocessed images on all local devices.
 
     Args:
-      model: a multi-exit NNX model (``exit_features``/``classify``, ``config.image_size``).
-      mean, std: the checkpoint's per-channel normalisation on the [0, 1] scale.
+      model: a multi-exit NNX model (``exit_features``/``classify``).
+      image_size: side of the model's (square) input.
+      mean: per-channel normalisation mean on the [0, 1] scale.
+      std: per-channel normalisation standard deviation on the [0, 1] scale.
       method: an ``explain_exits`` method.
       exits: 0-based exits to explain.
       target: ``"pred"`` (each exit's own top class) or ``"index"`` (classes given per image).
@@ -41,7 +44,8 @@ class ExplainStep:
       compile_seconds: time spent compiling.
     """
 
-    def __init__(self, model: Any, *, mean: Sequence[float], std: Sequence[float],
+    def __init__(self, model: Any, *, image_size: int, mean: Sequence[float],
+                 std: Sequence[float],
                  method: str = "gradcam", exits: Sequence[int], target: str = "pred",
                  compare: Sequence[str] = (), batch_size: int = 32,
                  devices: Sequence[jax.Device] | None = None):
@@ -55,7 +59,7 @@ class ExplainStep:
         self.mesh = Mesh(np.asarray(devices, dtype=object), ("data",))
         n = len(devices)
         self.batch_size = -(-max(1, int(batch_size)) // n) * n
-        self.image_size = int(model.config.image_size)
+        self.image_size = int(image_size)
         self.exits = tuple(int(k) for k in exits)
         self.compilations = 0
         self._replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -70,7 +74,7 @@ class ExplainStep:
         def step(state: Any, images: jax.Array, classes: jax.Array
                  ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
             self.compilations += 1  # runs only while tracing: once per compilation
-            net = nnx.merge(graph, state)
+            net = merge_eval(graph, state)
             # msdnet_flax.data.normalize's arithmetic, so results equal explaining a batch
             # normalised on the host.
             x = (images * (1.0 / 255.0) - jnp.asarray(mean32)) / jnp.asarray(std32)

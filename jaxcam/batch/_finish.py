@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from jaxcam._gallery import write_gallery
+from jaxcam.batch._extras import GalleryExtras
 from jaxcam.batch._pictures import Pictures, gallery_entry
+from jaxcam.batch._reader import Result
 from jaxcam.batch._shards import (
+    ERRORS,
+    MANIFEST,
     SHARD_DIR,
     atomic_write_text,
     read_shard_meta,
@@ -21,11 +24,10 @@ from jaxcam.batch._shards import (
     shard_ranges,
     write_shard,
 )
+from jaxcam.viz import write_gallery
 
 __all__ = ["valid_shard", "finish_run", "MANIFEST", "ERRORS"]
 
-MANIFEST = "manifest.json"
-ERRORS = "errors.jsonl"
 _LIGHT = ("index", "err_index", "err_files", "err_reasons")
 
 
@@ -65,10 +67,34 @@ def _merged_npz(path: Path, out: Path, n_shards: int, fingerprint: str, exits: S
                        "method": np.asarray(method)}, compressed=True)
 
 
+def _gallery_entries(out: Path, n_shards: int, fingerprint: str, pictures: Pictures,
+                     extras: GalleryExtras | None) -> list[dict[str, Any]]:
+    """One gallery entry per explained input, read back from the shards in input order."""
+    fields = ("index", "files", "names", "labels", "logits", "targets", "sizes")
+    if extras is not None and extras.columns is not None:
+        fields += ("maps",)  # only the caller's columns look at the maps
+    exits = np.asarray(pictures.exit_numbers, np.int32)
+    entries = []
+    for j in range(n_shards):
+        meta = read_shard_meta(shard_path(out, j), fingerprint, j, fields)
+        if meta is None:
+            continue
+        for t in range(len(meta["files"])):
+            result = Result(file=str(meta["files"][t]), name=str(meta["names"][t]),
+                            index=int(meta["index"][t]), label=int(meta["labels"][t]),
+                            size=(int(meta["sizes"][t, 0]), int(meta["sizes"][t, 1])),
+                            maps=meta["maps"][:, t] if "maps" in meta else np.zeros((0,)),
+                            logits=meta["logits"][:, t], targets=meta["targets"][:, t],
+                            exits=exits)
+            entries.append(gallery_entry(pictures, result, extras))
+    return entries
+
+
 def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,
                input_errors: Sequence[tuple[str, str]], manifest: Mapping[str, Any],
                cams_npz: bool, pictures: Pictures | None, gallery_settings: Mapping[str, Any],
-               map_dtype: str, image_size: int) -> dict[str, Any]:
+               map_dtype: str, image_size: int,
+               extras: GalleryExtras | None = None) -> dict[str, Any]:
     """Write ``errors.jsonl``, ``errors.txt``, the final ``manifest.json`` and, if asked,
     ``cams.npz`` and ``index.html``, from the shards on disk.
 
@@ -84,6 +110,7 @@ def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,
       gallery_settings: the gallery's settings table.
       map_dtype: dtype of the stored maps.
       image_size: side of the maps.
+      extras: the caller's additions to the gallery.
 
     Returns:
       The manifest as written (``complete`` is False if a shard is missing).
@@ -120,20 +147,11 @@ def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,
                     manifest["class_names"], manifest["method"], map_dtype, image_size)
         written["cams.npz"] = "cams.npz"
     if complete and pictures is not None and pictures.grid:
-        entries = []
-        fields = ("files", "names", "labels", "logits", "targets", "sizes")
-        for j in range(len(ranges)):
-            meta = read_shard_meta(shard_path(out, j), fingerprint, j, fields)
-            if meta is None:
-                continue
-            for t in range(len(meta["files"])):
-                entries.append(gallery_entry(pictures, str(meta["names"][t]),
-                                             str(meta["files"][t]), int(meta["labels"][t]),
-                                             meta["logits"][:, t], meta["targets"][:, t],
-                                             tuple(meta["sizes"][t])))
+        entries = _gallery_entries(out, len(ranges), fingerprint, pictures, extras)
         failed = [(e["file"], e["reason"]) for e in errors]
         write_gallery(out, entries, {**gallery_settings, "images explained": explained,
-                                     "failed inputs": len(failed)}, errors=failed)
+                                     "failed inputs": len(failed)}, errors=failed,
+                      warning=None if extras is None else extras.warning)
         written["gallery"] = "index.html"
     final = {**manifest, "complete": complete, "inputs": n_inputs, "explained": explained,
              "failed": len(errors), "missing_shards": missing, "shards": shards,

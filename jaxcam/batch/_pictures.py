@@ -15,8 +15,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from jaxcam._cli_io import write_png
-from jaxcam.viz import exit_grid, show_cam_on_image
+from jaxcam.batch._extras import GalleryExtras
+from jaxcam.batch._reader import Result
+from jaxcam.viz import exit_grid, show_cam_on_image, write_png
 
 __all__ = ["Pictures", "softmax", "write_pictures", "gallery_entry"]
 
@@ -35,6 +36,7 @@ class Pictures:
       method: CAM method (for titles).
       target: ``pred``, ``true`` or a class index (for titles).
       compare: further methods drawn as extra grid rows.
+      title_prefix: text put before each grid's title.
     """
 
     out: Path
@@ -46,6 +48,7 @@ class Pictures:
     method: str
     target: str | int
     compare: tuple[str, ...] = ()
+    title_prefix: str = ""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -92,27 +95,28 @@ def write_pictures(p: Pictures, name: str, original: np.ndarray, small: np.ndarr
                          correct=None if label is None else [bool(k == label) for k in pred],
                          class_names=list(p.class_names), scale=max(1, -(-128 // size)),
                          exit_numbers=list(p.exit_numbers), true_label=label,
-                         title=f"{name}  ({p.method}, target: {p.target})",
+                         title=f"{p.title_prefix}{name}  ({p.method}, target: {p.target})",
                          extra_rows=[(m, np.asarray(e, np.float32))
                                      for m, e in zip(p.compare, extra, strict=True)])
         write_png(p.out / f"{name}_exits.png", grid)
 
 
-def gallery_entry(p: Pictures, name: str, file: str, label: int, logits: np.ndarray,
-                  targets: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
+def gallery_entry(p: Pictures, result: Result,
+                  extras: GalleryExtras | None = None) -> dict[str, Any]:
     """The gallery's entry for one image, from what its shard records.
 
     Args:
       p: the settings.
-      name: output name.
-      file: the input it came from.
-      label: known class, or -1.
-      logits: (K, C) logits of the explained exits.
-      targets: (K,) the classes explained.
-      size: (height, width) of the original.
+      result: the explained input, as its shard records it.
+      extras: the caller's further columns and links.
+
+    Returns:
+      The entry :func:`jaxcam.viz.write_gallery` takes.
     """
-    probs = softmax(logits)
-    pred = logits.argmax(-1)
+    name, file, label = result.name, result.file, result.label
+    probs = softmax(result.logits)
+    pred = result.logits.argmax(-1)
+    columns = {} if extras is None or extras.columns is None else extras.columns(result)
     rows = []
     for i, k in enumerate(p.exit_numbers):
         row: dict[str, Any] = {"exit": k, "prediction": p.class_names[int(pred[i])],
@@ -120,9 +124,10 @@ def gallery_entry(p: Pictures, name: str, file: str, label: int, logits: np.ndar
         if label >= 0:
             row["correct"] = bool(pred[i] == label)
         if p.target != "pred":
-            row["explained class"] = p.class_names[int(targets[i])]
+            row["explained class"] = p.class_names[int(result.targets[i])]
+        row.update({column: values[i] for column, values in columns.items()})
         rows.append(row)
-    h, w = int(size[0]), int(size[1])
+    h, w = result.size
     links = {}
     if p.overlay:
         links[f"overlay, exit {p.exit_numbers[p.cam_pos]}, {w}x{h}"] = f"{name}_cam.png"
@@ -132,6 +137,8 @@ def gallery_entry(p: Pictures, name: str, file: str, label: int, logits: np.ndar
         source = None
     if source is not None and not source.startswith("..") and Path(file).is_file():
         links["input"] = source
+    if extras is not None and extras.links is not None:
+        links.update(extras.links(result))
     true = "unknown" if label < 0 else p.class_names[label]
     return {"name": name, "grid": f"{name}_exits.png", "source": str(file), "links": links,
             "rows": rows, "note": f"true class: {true}; original size {w}x{h}"}

@@ -29,6 +29,7 @@ import numpy as np
 from jaxcam.batch._decode import preprocess
 from jaxcam.batch._engine import ExplainStep
 from jaxcam.batch._pictures import Pictures, write_pictures
+from jaxcam.batch._preprocessing import Preprocessing
 from jaxcam.batch._shards import shard_path, write_shard
 from jaxcam.batch._sources import Inputs
 
@@ -76,8 +77,8 @@ class _Prepared:
     seconds: float = 0.0
 
 
-def _prepare(inputs: Inputs, i: int, size: int, classes: Mapping[str, int], need_label: bool,
-             keep_original: bool, max_pixels: int) -> _Prepared:
+def _prepare(inputs: Inputs, i: int, prep: Preprocessing, classes: Mapping[str, int],
+             need_label: bool, keep_original: bool, max_pixels: int) -> _Prepared:
     start = time.perf_counter()
     try:
         original = inputs.load(i, max_pixels)
@@ -89,7 +90,7 @@ def _prepare(inputs: Inputs, i: int, size: int, classes: Mapping[str, int], need
             return _Prepared(i, error=f"--target true needs the class as the parent folder's "
                              f"name (or the data set's label); {inputs.class_name(i)!r} is not "
                              f"one of {shown}", seconds=time.perf_counter() - start)
-        small = preprocess(original, size, inputs.crop(i))
+        small = preprocess(original, prep, inputs.crop(i))
         return _Prepared(i, small, -1 if label is None else label,
                          original if keep_original else None, original.shape[:2],
                          seconds=time.perf_counter() - start)
@@ -194,8 +195,9 @@ def _offer(q: queue.Queue, item: Any, stop: threading.Event) -> None:
             continue
 
 
-def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep, target: str | int,
-              classes: Mapping[str, int], keep_original: bool, max_pixels: int, workers: int,
+def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep, prep: Preprocessing,
+              target: str | int, classes: Mapping[str, int], keep_original: bool,
+              max_pixels: int, workers: int,
               batches: queue.Queue, writer_q: queue.Queue, timings: Timings,
               stop: threading.Event) -> None:
     need_label = target == "true"
@@ -221,7 +223,7 @@ def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep, target: 
             def submit() -> None:
                 i = next(order, None)
                 if i is not None:
-                    window.append(pool.submit(_prepare, inputs, i, step.image_size, classes,
+                    window.append(pool.submit(_prepare, inputs, i, prep, classes,
                                               need_label, keep_original, max_pixels))
 
             for _ in range(depth):
@@ -247,8 +249,8 @@ def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep, target: 
 
 
 def run_pipeline(inputs: Inputs, todo: Sequence[range], step: ExplainStep, ctx: ShardContext,
-                 *, target: str | int, classes: Mapping[str, int], pictures: Pictures | None,
-                 workers: int, prefetch: int, max_pixels: int,
+                 *, prep: Preprocessing, target: str | int, classes: Mapping[str, int],
+                 pictures: Pictures | None, workers: int, prefetch: int, max_pixels: int,
                  progress: Callable[[int], None] | None = None,
                  on_shard: Callable[[int], None] | None = None) -> Timings:
     """Explain the inputs of the shards ``todo`` and write those shards.
@@ -258,6 +260,7 @@ def run_pipeline(inputs: Inputs, todo: Sequence[range], step: ExplainStep, ctx: 
       todo: the index ranges of the shards to compute (complete shards).
       step: the compiled device step.
       ctx: what shard files record.
+      prep: how decoded images become model inputs.
       target: ``pred``, ``true`` or a class index.
       classes: class name -> index (for labels).
       pictures: per-image pictures to write, or None.
@@ -278,8 +281,9 @@ def run_pipeline(inputs: Inputs, todo: Sequence[range], step: ExplainStep, ctx: 
     writer = threading.Thread(target=_writer, name="jaxcam-writer", daemon=True,
                               args=(writer_q, ctx, inputs, pictures, timings, on_shard, failure))
     producer = threading.Thread(target=_producer, name="jaxcam-input", daemon=True,
-                                args=(inputs, todo, step, target, classes, pictures is not None,
-                                      max_pixels, workers, batches, writer_q, timings, stop))
+                                args=(inputs, todo, step, prep, target, classes,
+                                      pictures is not None, max_pixels, workers, batches,
+                                      writer_q, timings, stop))
     start = time.perf_counter()
     writer.start()
     producer.start()

@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcam.batch._finish import ERRORS, MANIFEST
-from jaxcam.batch._shards import read_shard_meta
+from jaxcam.batch._shards import ERRORS, MANIFEST, read_shard_meta
 
 __all__ = ["Result", "Results", "open_results"]
 
@@ -71,8 +70,9 @@ class Results(Mapping[str, Result]):
         try:
             self.manifest: dict[str, Any] = json.loads((self.out / MANIFEST).read_text("utf-8"))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.out} holds no {MANIFEST}: not the output directory "
-                                    f"of a jaxcam explain run") from None
+            raise FileNotFoundError(f"{self.out} holds no {MANIFEST}: not the output "
+                                    f"directory of a jaxcam.batch run (jaxcam explain, "
+                                    f"jaxcam demo)") from None
         if not self.manifest.get("complete"):
             raise ValueError(f"the run in {self.out} is not complete (missing shards "
                              f"{self.manifest.get('missing_shards', '?')}); run the same "

@@ -18,11 +18,14 @@ import numpy as np
 from jaxcam.batch._decode import DEFAULT_MAX_PIXELS
 from jaxcam.batch._distributed import gather_counts
 from jaxcam.batch._engine import ExplainStep
-from jaxcam.batch._finish import MANIFEST, finish_run, valid_shard
+from jaxcam.batch._extras import GalleryExtras
+from jaxcam.batch._finish import finish_run, valid_shard
 from jaxcam.batch._pictures import Pictures
 from jaxcam.batch._pipeline import ShardContext, Timings, run_pipeline
+from jaxcam.batch._preprocessing import Preprocessing
 from jaxcam.batch._progress import Progress
 from jaxcam.batch._shards import (
+    MANIFEST,
     SHARD_DIR,
     atomic_write_text,
     fingerprint,
@@ -143,6 +146,7 @@ def _usable_cores() -> int:
 
 
 def _resolve(job: BatchJob, n: int, k: int, size: int) -> tuple[str, str, bool, int]:
+    """``(map dtype, pictures, merge cams.npz, shard size)`` with the ``auto`` values decided."""
     small = n <= SMALL_RUN
     dtype = job.map_dtype if job.map_dtype != "auto" else ("float32" if small else "float16")
     if dtype not in ("float16", "float32"):
@@ -185,9 +189,106 @@ def _check_out(out: Path, fp: str, settings: Mapping[str, Any], overwrite: bool,
             (out / name).unlink(missing_ok=True)
 
 
-def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: BatchJob, *,
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A run's settings as decided from the job, the inputs and the model."""
+
+    exits: tuple[int, ...]
+    exit_numbers: tuple[int, ...]
+    cam_pos: int
+    map_dtype: str
+    save: str
+    merge: bool
+    shard_size: int
+    settings: dict[str, Any]
+    fingerprint: str
+
+
+def _plan(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob) -> _Plan:
+    exits = tuple(range(model.num_exits)) if job.exits is None else tuple(job.exits)
+    dtype, save, merge, shard_size = _resolve(job, len(inputs), len(exits), prep.image_size)
+    cam_pos = job.cam_exit % len(exits)
+    # Everything that changes the shards' contents: a resumed run must match all of it.
+    settings = {"inputs": hashlib.sha256("\n".join(inputs.keys).encode()).hexdigest()[:20],
+                "n_inputs": len(inputs), "model": model_digest(model),
+                "mean": list(prep.mean), "std": list(prep.std),
+                "method": job.method, "exits": list(exits), "target": job.target,
+                "shard_size": shard_size, "map_dtype": dtype, "max_pixels": job.max_pixels,
+                # Pictures too: a resumed run must not leave the gallery without its images.
+                "save_images": save, "cam_exit": cam_pos, "compare": list(job.compare)}
+    return _Plan(exits=exits, exit_numbers=tuple(k + 1 for k in exits), cam_pos=cam_pos,
+                 map_dtype=dtype, save=save, merge=merge, shard_size=shard_size,
+                 settings=settings, fingerprint=fingerprint(settings))
+
+
+def _agree(plan: _Plan, n_inputs: int, process: int, processes: int) -> None:
+    """Refuse a multi-process run whose processes listed different inputs or settings."""
+    if processes == 1:
+        return
+    # E.g. a different mount path on one host would otherwise split the run silently.
+    mine = np.asarray([int(plan.fingerprint[:7], 16)], np.int32)
+    if len(set(gather_counts(mine)[:, 0].tolist())) > 1:
+        raise RunMismatchError(
+            f"the {processes} processes listed different inputs or settings (process "
+            f"{process}: {n_inputs} inputs); every process must see the same files under "
+            f"the same paths and get the same arguments")
+
+
+def _start_manifest(out: Path, plan: _Plan, prep: Preprocessing, job: BatchJob,
+                    processes: int, write: bool) -> dict[str, Any]:
+    manifest = {"format": "jaxcam-batch/1", "fingerprint": plan.fingerprint,
+                "run": plan.settings, "complete": False, "exits": list(plan.exit_numbers),
+                "class_names": list(prep.class_names), "method": job.method,
+                "target": job.target, "map_dtype": plan.map_dtype,
+                "map_shape": [len(plan.exits), prep.image_size, prep.image_size],
+                "shard_size": plan.shard_size, "processes": processes,
+                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    if write:
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _pictures(out: Path, plan: _Plan, prep: Preprocessing, job: BatchJob,
+              extras: GalleryExtras | None) -> Pictures | None:
+    if plan.save == "none":
+        return None
+    return Pictures(out=out, overlay=plan.save in ("overlay", "all"),
+                    grid=plan.save in ("grid", "all"), class_names=prep.class_names,
+                    exit_numbers=plan.exit_numbers, cam_pos=plan.cam_pos, method=job.method,
+                    target=job.target, compare=tuple(job.compare),
+                    title_prefix="" if extras is None else extras.title_prefix)
+
+
+def _compute(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob, plan: _Plan,
+             todo: Sequence[range], pictures: Pictures | None, *, out: Path,
+             devices: Sequence[jax.Device] | None, progress: bool,
+             on_shard: Callable[[int], None] | None) -> tuple[Timings, int, int]:
+    """Explain this process's missing shards; returns ``(timings, compilations, batch)``."""
+    process, processes = jax.process_index(), jax.process_count()
+    step = ExplainStep(model, image_size=prep.image_size, mean=prep.mean, std=prep.std,
+                       method=job.method, exits=plan.exits,
+                       target="pred" if job.target == "pred" else "index",
+                       compare=job.compare, batch_size=job.batch_size, devices=devices)
+    ctx = ShardContext(out=out, fingerprint=plan.fingerprint, shard_size=plan.shard_size,
+                       map_dtype=plan.map_dtype, exit_numbers=plan.exit_numbers,
+                       class_names=prep.class_names, method=job.method, process=process)
+    bar = Progress(sum(len(r) for r in todo), "explained" if processes == 1 else
+                   f"process 0/{processes} explained", enabled=progress and process == 0)
+    try:
+        timings = run_pipeline(inputs, todo, step, ctx, prep=prep, target=job.target,
+                               classes=class_index(prep.class_names), pictures=pictures,
+                               workers=job.workers or max(2, _usable_cores()),
+                               prefetch=job.prefetch, max_pixels=job.max_pixels, progress=bar,
+                               on_shard=on_shard)
+    finally:
+        bar.close()
+    return timings, step.compilations, step.batch_size
+
+
+def explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob, *,
                     devices: Sequence[jax.Device] | None = None, progress: bool = True,
-                    on_shard: Callable[[int], None] | None = None) -> RunSummary:
+                    on_shard: Callable[[int], None] | None = None,
+                    extras: GalleryExtras | None = None) -> RunSummary:
     """Explain every input into shards under ``job.out``, resuming a previous identical run.
 
     Every process of a ``jax.distributed`` run calls this with the same arguments; each
@@ -196,13 +297,14 @@ def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: Ba
     gallery. Results do not depend on the batch size, the devices or the processes.
 
     Args:
-      model: a multi-exit model in eval mode (``exit_features``/``classify``, ``config``).
-      meta: its checkpoint metadata (``class_names``, ``mean``, ``std``).
+      model: a multi-exit model in eval mode (``exit_features``/``classify``, ``num_exits``).
+      prep: how decoded images become its inputs, and its classes.
       inputs: what to explain (:func:`~jaxcam.batch.list_inputs`).
       job: the settings.
       devices: this process's devices for the mesh (default ``jax.local_devices()``).
       progress: draw a progress bar (process 0 only).
       on_shard: called with each shard index once this process has written its file.
+      extras: the caller's columns, links and labels for the gallery and the grids.
 
     Returns:
       The :class:`RunSummary`.
@@ -213,68 +315,20 @@ def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: Ba
     start = time.perf_counter()
     out = Path(job.out)
     process, processes = jax.process_index(), jax.process_count()
-    n_exits = model.num_exits
-    exits = tuple(range(n_exits)) if job.exits is None else tuple(job.exits)
-    size = int(model.config.image_size)
-    class_names = tuple(str(c) for c in meta["class_names"])
-    dtype, save, merge, shard_size = _resolve(job, len(inputs), len(exits), size)
-    settings = {"inputs": hashlib.sha256("\n".join(inputs.keys).encode()).hexdigest()[:20],
-                "n_inputs": len(inputs), "model": model_digest(model),
-                "mean": [float(m) for m in meta["mean"]], "std": [float(s) for s in meta["std"]],
-                "method": job.method, "exits": list(exits), "target": job.target,
-                "shard_size": shard_size, "map_dtype": dtype, "max_pixels": job.max_pixels,
-                # Pictures too: a resumed run must not leave the gallery without its images.
-                "save_images": save, "cam_exit": job.cam_exit % len(exits),
-                "compare": list(job.compare)}
-    fp = fingerprint(settings)
-    if processes > 1:  # e.g. a different mount path on one host would split the run silently
-        mine_fp = np.asarray([int(fp[:7], 16)], np.int32)
-        if len(set(gather_counts(mine_fp)[:, 0].tolist())) > 1:
-            raise RunMismatchError(
-                f"the {processes} processes listed different inputs or settings (process "
-                f"{process}: {len(inputs)} inputs); every process must see the same files under "
-                f"the same paths and get the same arguments")
+    plan = _plan(model, prep, inputs, job)
+    _agree(plan, len(inputs), process, processes)
     out.mkdir(parents=True, exist_ok=True)
-    _check_out(out, fp, settings, job.overwrite, process == 0)
-    exit_numbers = tuple(k + 1 for k in exits)
-    manifest = {"format": "jaxcam-batch/1", "fingerprint": fp, "run": settings,
-                "complete": False, "exits": list(exit_numbers), "class_names": list(class_names),
-                "method": job.method, "target": job.target, "map_dtype": dtype,
-                "map_shape": [len(exits), size, size], "shard_size": shard_size,
-                "processes": processes,
-                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-    if process == 0:
-        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    ranges = shard_ranges(len(inputs), shard_size)
+    _check_out(out, plan.fingerprint, plan.settings, job.overwrite, process == 0)
+    manifest = _start_manifest(out, plan, prep, job, processes, write=process == 0)
+    ranges = shard_ranges(len(inputs), plan.shard_size)
     mine = owned_shards(len(ranges), process, processes)
-    todo = [j for j in mine if valid_shard(out, j, fp, ranges[j]) is None]
-    pictures = None
-    if save != "none":
-        pictures = Pictures(out=out, overlay=save in ("overlay", "all"),
-                            grid=save in ("grid", "all"), class_names=class_names,
-                            exit_numbers=exit_numbers, cam_pos=job.cam_exit % len(exits),
-                            method=job.method, target=job.target, compare=tuple(job.compare))
-    ctx = ShardContext(out=out, fingerprint=fp, shard_size=shard_size, map_dtype=dtype,
-                       exit_numbers=exit_numbers, class_names=class_names, method=job.method,
-                       process=process)
-    workers = job.workers or max(2, _usable_cores())
+    todo = [j for j in mine if valid_shard(out, j, plan.fingerprint, ranges[j]) is None]
+    pictures = _pictures(out, plan, prep, job, extras)
     timings, compilations, batch = Timings(), 0, job.batch_size
-    n_devices = len(jax.local_devices() if devices is None else devices)
     if todo:
-        step = ExplainStep(model, mean=meta["mean"], std=meta["std"], method=job.method,
-                           exits=exits, target="pred" if job.target == "pred" else "index",
-                           compare=job.compare, batch_size=job.batch_size, devices=devices)
-        batch = step.batch_size
-        total = sum(len(ranges[j]) for j in todo)
-        bar = Progress(total, "explained" if processes == 1 else
-                       f"process 0/{processes} explained", enabled=progress and process == 0)
-        timings = run_pipeline(inputs, [ranges[j] for j in todo], step, ctx,
-                               target=job.target, classes=class_index(class_names),
-                               pictures=pictures if save != "none" else None,
-                               workers=workers, prefetch=job.prefetch,
-                               max_pixels=job.max_pixels, progress=bar, on_shard=on_shard)
-        bar.close()
-        compilations = step.compilations
+        timings, compilations, batch = _compute(
+            model, prep, inputs, job, plan, [ranges[j] for j in todo], pictures, out=out,
+            devices=devices, progress=progress, on_shard=on_shard)
     mine_done = np.asarray([timings.explained, timings.failed, len(todo),
                             int(1000 * (time.perf_counter() - start))], np.int32)
     counts = gather_counts(mine_done)  # also the barrier: every process's shards are written
@@ -283,23 +337,23 @@ def explain_dataset(model: Any, meta: Mapping[str, Any], inputs: Inputs, job: Ba
         manifest["per_process"] = [{"process": p, "explained": int(c[0]), "failed": int(c[1]),
                                     "shards_computed": int(c[2]), "seconds": c[3] / 1000}
                                    for p, c in enumerate(counts)]
-        result = finish_run(out, n_inputs=len(inputs), shard_size=shard_size, fingerprint=fp,
-                            input_errors=inputs.errors, manifest=manifest, cams_npz=merge,
-                            pictures=pictures,
+        result = finish_run(out, n_inputs=len(inputs), shard_size=plan.shard_size,
+                            fingerprint=plan.fingerprint, input_errors=inputs.errors,
+                            manifest=manifest, cams_npz=plan.merge, pictures=pictures,
                             gallery_settings={**job.settings, "method": job.method,
                                               "target": job.target,
-                                              "exits": ", ".join(map(str, exit_numbers))},
-                            map_dtype=dtype, image_size=size)
+                                              "exits": ", ".join(map(str, plan.exit_numbers))},
+                            map_dtype=plan.map_dtype, image_size=prep.image_size,
+                            extras=extras)
     # Process 0 alone read the shards; a second gather gives every process the run's totals.
     totals = [result.get("explained", 0), result.get("failed", 0), result.get("complete", 1)]
     if processes > 1:
         totals = gather_counts(np.asarray(totals, np.int32))[0].tolist()
-    explained, failed, complete = int(totals[0]), int(totals[1]), bool(totals[2])
     seconds = time.perf_counter() - start
-    return RunSummary(out=out, inputs=len(inputs), explained=explained, failed=failed,
-                      errors=result.get("errors_list", []), shards=len(ranges),
-                      resumed=len(mine) - len(todo), seconds=seconds,
+    n_devices = len(jax.local_devices() if devices is None else devices)
+    return RunSummary(out=out, inputs=len(inputs), explained=int(totals[0]),
+                      failed=int(totals[1]), errors=result.get("errors_list", []),
+                      shards=len(ranges), resumed=len(mine) - len(todo), seconds=seconds,
                       images_per_s=int(counts[:, 0].sum()) / max(seconds, 1e-9),
-                      complete=complete, timings=timings,
-                      processes=processes, devices=n_devices, batch_size=batch,
-                      compilations=compilations)
+                      complete=bool(totals[2]), timings=timings, processes=processes,
+                      devices=n_devices, batch_size=batch, compilations=compilations)

@@ -20,9 +20,11 @@ import numpy as np
 from jaxcam.extend.files import atomic_write, atomic_write_text
 
 __all__ = ["shard_ranges", "owned_shards", "shard_path", "write_shard", "read_shard_meta",
-           "fingerprint", "atomic_write_text", "SHARD_DIR"]
+           "fingerprint", "atomic_write_text", "SHARD_DIR", "MANIFEST", "ERRORS"]
 
 SHARD_DIR = "shards"
+MANIFEST = "manifest.json"
+ERRORS = "errors.jsonl"
 # Small per-image fields read when indexing or finishing a run (the maps are never needed then).
 META_FIELDS = ("shard", "fingerprint", "index", "files", "names", "labels", "sizes", "logits",
                "targets", "err_index", "err_files", "err_reasons")

@@ -7,7 +7,7 @@ equation is bound unchanged. The evaluation happens under whatever transformatio
 (``jit``, ``grad``), so a replacement's custom rules are what that transformation sees.
 
 Used by :mod:`jaxcam.extend.conv_grad` (strided convolutions with a faster input gradient) and
-:mod:`jaxcam.input_space._guided_backprop` (ReLUs with the guided backward rule).
+:mod:`jaxcam.methods.input._guided_backprop` (ReLUs with the guided backward rule).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Activation-gradient CAM methods: pure functions from a layer's activations and gradients to a
-raw ``(B, h, w)`` map, exactly pytorch-grad-cam 1.5.7's math, in NHWC.
+"""Every method's maths, a file each: :mod:`jaxcam.methods.layer` (Grad-CAM ... Score-CAM,
+Ablation-CAM: a layer's activations to a raw map) and :mod:`jaxcam.methods.input` (saliency,
+SmoothGrad, integrated gradients, guided backprop and Guided Grad-CAM: input attributions).
 
-Every method is called as ``method(activations, gradients, eigen_smooth=False)``; the raw map then
-goes through :func:`jaxcam.postprocess.postprocess`.
+Importing this package registers every built-in method (:mod:`jaxcam.registry`). The
+activation-gradient functions are also here by name (``jaxcam.methods.gradcam``), each called as
+``method(activations, gradients, eigen_smooth=False)``.
 """
 
 from __future__ import annotations
@@ -11,30 +13,33 @@ from collections.abc import Callable
 
 import jax
 
-from jaxcam.methods._common import principal_component_projection
-from jaxcam.methods._eigencam import eigencam
-from jaxcam.methods._eigengradcam import eigengradcam
-from jaxcam.methods._gradcam import gradcam
-from jaxcam.methods._gradcam_elementwise import gradcamelementwise
-from jaxcam.methods._gradcam_plusplus import gradcamplusplus
-from jaxcam.methods._hirescam import hirescam
-from jaxcam.methods._layercam import layercam
-from jaxcam.methods._xgradcam import xgradcam
+from jaxcam import registry
 
-# Lowercase method name -> fn(activations, gradients, *, eigen_smooth=False) -> (B, h, w) raw map.
+# isort: off
+# Layer methods first: the registry lists methods in registration order.
+from jaxcam.methods import layer
+from jaxcam.methods import input
+# isort: on
+from jaxcam.methods.layer import (
+    eigencam,
+    eigengradcam,
+    gradcam,
+    gradcamelementwise,
+    gradcamplusplus,
+    hirescam,
+    layercam,
+    principal_component_projection,
+    xgradcam,
+)
+
+# Lowercase method name -> fn(activations, gradients, *, eigen_smooth=False) -> (B, h, w) raw
+# map, for the built-in activation-gradient methods (a snapshot of the registry at import).
 ACTIVATION_GRADIENT_METHODS: dict[str, Callable[..., jax.Array]] = {
-    "gradcam": gradcam,
-    "gradcamplusplus": gradcamplusplus,
-    "xgradcam": xgradcam,
-    "hirescam": hirescam,
-    "gradcamelementwise": gradcamelementwise,
-    "layercam": layercam,
-    "eigencam": eigencam,
-    "eigengradcam": eigengradcam,
-}
+    m.name: m.fn for m in registry.all_methods() if m.kind == "activation_gradient"}
 
 # Methods that read only the activations, so the caller may skip the backward pass.
-ACTIVATION_ONLY: frozenset[str] = frozenset({"eigencam"})
+ACTIVATION_ONLY: frozenset[str] = frozenset(
+    registry.names(kind="activation_gradient", uses_gradients=False))
 
 __all__ = [
     "ACTIVATION_GRADIENT_METHODS",
@@ -45,6 +50,8 @@ __all__ = [
     "gradcamelementwise",
     "gradcamplusplus",
     "hirescam",
+    "input",
+    "layer",
     "layercam",
     "principal_component_projection",
     "xgradcam",

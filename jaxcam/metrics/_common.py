@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
 from jaxcam._arrays import as_jax
-
-ScoreFn = Callable[[jax.Array], jax.Array]
-"""Maps images ``(B, H, W, C)`` to one score per image ``(B,)`` (the model's score for that
-image's target class); image ``b``'s score must depend on image ``b`` alone."""
 
 
 def check_images_maps(images: jax.Array, maps: jax.Array) -> tuple[jax.Array, jax.Array]:

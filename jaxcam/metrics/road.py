@@ -36,8 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam.input_space._common import map_in_chunks
-from jaxcam.metrics._common import ScoreFn, check_images_maps
+from jaxcam._arrays import map_in_chunks
+from jaxcam.metrics._common import check_images_maps
+from jaxcam.targets import ScoreFn
 
 __all__ = [
     "NEIGHBOUR_WEIGHTS",

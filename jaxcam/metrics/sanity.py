@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxcam._adapters import _nnx_child, nnx_layer_paths, normalize_layer_path
+from jaxcam.adapters import nnx_child, nnx_layer_paths, normalize_layer_path
 from jaxcam.metrics.similarity import spearman_rank_correlation, ssim
 
 __all__ = [
@@ -165,7 +165,7 @@ def _submodule(model: Any, path: tuple[str, ...]) -> Any:
     node = model
     try:
         for part in path:
-            node = _nnx_child(node, part)
+            node = nnx_child(node, part)
     except (AttributeError, IndexError, KeyError, ValueError) as err:
         names = ", ".join("/".join(p) for p in nnx_layer_paths(model) if p)
         raise ValueError(f"module {'/'.join(path)!r} does not exist in this model; the modules "

@@ -19,8 +19,6 @@ from msdnet_flax.data.pipeline import (
 )
 from msdnet_flax.data.procedural import CLASS_NAMES, generate
 
-generate_procedural = generate
-
 __all__ = [
     "CLASS_NAMES",
     "ArrayDataset",
@@ -30,7 +28,6 @@ __all__ = [
     "cifar_augment_params",
     "epoch_order",
     "generate",
-    "generate_procedural",
     "imagenet_augment_params",
     "load_cifar",
     "load_image_folder",

@@ -20,7 +20,8 @@ import numpy as np
 
 from msdnet_flax.data._dataset import ArrayDataset
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "load_cifar"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "load_cifar",
+           "CifarFiles"]
 
 # The normalisation kalviny/MSDNet-PyTorch uses (per-channel statistics of the training sets).
 CIFAR10_MEAN = (0.4914, 0.4824, 0.4467)
@@ -110,6 +111,49 @@ def _open_source(path: Path, layout: dict) -> tuple[Callable[[str], bytes], Call
         return f.read()
 
     return read_tar, tar.close, str(path)
+
+
+class CifarFiles:
+    """A CIFAR archive or directory read one batch file at a time (for streaming readers that
+    must not hold a whole split in memory; :func:`load_cifar` loads a split at once).
+
+    Args:
+      path: as for :func:`load_cifar`.
+      num_classes: 10 or 100.
+
+    Attributes:
+      class_names: the data set's class names.
+      origin: where the files come from (for messages).
+
+    Raises:
+      FileNotFoundError: the path does not exist.
+      ValueError: malformed content, naming the file and what was expected.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_classes: Literal[10, 100]):
+        if num_classes not in _LAYOUT:
+            raise ValueError(f"num_classes must be 10 or 100, got {num_classes!r}")
+        self._layout = _LAYOUT[num_classes]
+        self._read, self.close, self.origin = _open_source(Path(path), self._layout)
+        where = f"{self.origin}: {self._layout['meta']}"
+        meta = _unpickle(self._read(self._layout["meta"]), where)
+        self.class_names = [n.decode() if isinstance(n, bytes) else str(n)
+                            for n in _get(meta, self._layout["names_key"], where)]
+
+    def batch_files(self, split: Literal["train", "test"]) -> list[str]:
+        """The names of the batch files of ``split``, in order."""
+        return list(self._layout[split])
+
+    def read_batch(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """One batch file: ``(images (N, 32, 32, 3) uint8 RGB, labels (N,))``."""
+        where = f"{self.origin}: {name}"
+        batch = _unpickle(self._read(name), where)
+        data = np.asarray(_get(batch, b"data", where))
+        labels = np.asarray(_get(batch, self._layout["labels_key"], where))
+        if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+            raise ValueError(f"{where}: expected b'data' to be an (N, 3072) uint8 array, "
+                             f"got {data.shape} {data.dtype}")
+        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 def load_cifar(path: str | os.PathLike, *, split: Literal["train", "test"],

@@ -22,11 +22,11 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import os
-from collections.abc import Callable
 
 import numpy as np
 
 from msdnet_flax.data._dataset import ArrayDataset
+from msdnet_flax.data._shapes import DISTRACTORS, SHAPES, Grid
 
 __all__ = ["CLASS_NAMES", "MEAN", "STD", "generate"]
 
@@ -53,86 +53,7 @@ _GRID = 5
 _THREADS = 4
 _MAX_DISTRACTORS = 7
 
-_SDF = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def _box(u: np.ndarray, v: np.ndarray, cu: float, cv: float, hu: float, hv: float) -> np.ndarray:
-    """Signed distance (exact inside, Chebyshev outside) to an axis-aligned box."""
-    return np.maximum(np.abs(u - cu) - hu, np.abs(v - cv) - hv)
-
-
-def _circle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.sqrt(u * u + v * v) - 0.9
-
-
-def _square(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return _box(u, v, 0.0, 0.0, 0.78, 0.78)
-
-
-_S3 = math.sqrt(3.0) / 2.0
-
-
-def _triangle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    # Equilateral, inradius 0.62 (circumradius 1.24), centred on its centroid.
-    return np.maximum(np.maximum(v, -_S3 * u - 0.5 * v), _S3 * u - 0.5 * v) - 0.62
-
-
-def _plus(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    au, av = np.abs(u), np.abs(v)
-    return np.minimum(np.maximum(au - 1.0, av - 0.3), np.maximum(au - 0.3, av - 1.0))
-
-
-_STAR_OUT, _STAR_IN = 1.15, 0.5
-_STAR_SECTOR = 2.0 * math.pi / 5.0
-# The edge from the outer vertex (R, 0) to the inner vertex at angle pi/5, as a unit normal n and
-# offset c: points with n . p <= c (in the folded sector) are inside.
-_A = np.array([_STAR_OUT, 0.0])
-_B = _STAR_IN * np.array([math.cos(math.pi / 5), math.sin(math.pi / 5)])
-_N = np.array([_B[1] - _A[1], _A[0] - _B[0]])
-_N = _N / np.linalg.norm(_N)
-_C = float(_N @ _A)
-
-
-def _star(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    r = np.sqrt(u * u + v * v)
-    phi = np.arctan2(v, u)
-    # Fold the angle into [0, pi/5] using the star's 10-fold dihedral symmetry.
-    phi = np.abs(np.mod(phi + 0.5 * _STAR_SECTOR, _STAR_SECTOR) - 0.5 * _STAR_SECTOR)
-    return r * (_N[0] * np.cos(phi) + _N[1] * np.sin(phi)) - _C
-
-
-def _ring(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    r = np.sqrt(u * u + v * v)
-    return np.maximum(r - 1.0, 0.52 - r)
-
-
-def _crescent(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    r = np.sqrt(u * u + v * v)
-    du = u - 0.5
-    return np.maximum(r - 1.0, 0.78 - np.sqrt(du * du + v * v))
-
-
-def _l_shape(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.minimum(_box(u, v, -0.6, 0.0, 0.25, 0.85), _box(u, v, 0.0, 0.6, 0.85, 0.25))
-
-
-def _t_shape(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.minimum(_box(u, v, 0.0, -0.65, 0.9, 0.25), _box(u, v, 0.0, 0.1, 0.25, 0.9))
-
-
-_HG_SLOPE = 0.95
-_HG_NORM = 1.0 / math.sqrt(1.0 + _HG_SLOPE**2)
-
-
-def _hourglass(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    # Two triangles meeting at a narrow waist: |v| <= 0.95 |u| + 0.1, |u| <= 0.85.
-    au = np.abs(u)
-    return np.maximum(au - 0.85, (np.abs(v) - _HG_SLOPE * au - 0.1) * _HG_NORM)
-
-
-_SHAPES: tuple[_SDF, ...] = (_circle, _square, _triangle, _plus, _star, _ring, _crescent,
-                             _l_shape, _t_shape, _hourglass)
-assert len(_SHAPES) == len(CLASS_NAMES)
+assert len(SHAPES) == len(CLASS_NAMES)
 
 
 def _difficulty_range(difficulty: float | tuple[float, float]) -> tuple[float, float]:
@@ -169,28 +90,22 @@ def _soft(sdf_px: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - sdf_px, 0.0, 1.0)
 
 
-def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, size: int,
-                  out_images: np.ndarray, out_masks: np.ndarray) -> None:
-    """Render one chunk into (B, size, size, 3) uint8 ``out_images``, (B, size, size) bool masks.
+def _background(rng: np.random.Generator, d: np.ndarray, grid: Grid) -> np.ndarray:
+    """(B, 3, H, W) float32 backgrounds on the 0..1 scale.
+
+    A random colour, a linear gradient and low-frequency colour noise, all on a coarse grid of
+    control points upsampled bilinearly (which reproduces the gradient exactly), plus stripe
+    texture on half of the images.
 
     Args:
       rng: the chunk's random stream.
-      labels: (B,) class of each image.
       d: (B,) difficulty of each image.
-      size: image side.
-      out_images: where the images go.
-      out_masks: where the visible-object masks go.
-    """
-    b = labels.shape[0]
-    s = size / 32.0  # pixel quantities below are for 32x32 and scale with the image
-    f32 = np.float32
-    ys = (np.arange(size, dtype=f32) + 0.5)[None, :, None]  # (1, H, 1)
-    xs = (np.arange(size, dtype=f32) + 0.5)[None, None, :]  # (1, 1, W)
+      grid: the chunk's pixel grid.
 
-    # --- background: a random colour, a linear gradient and low-frequency colour noise, all on a
-    # coarse grid of control points upsampled bilinearly (which reproduces the gradient exactly),
-    # plus stripe texture on some images; pixel noise comes last. Colours are on the 0..1 scale.
-    g = _GRID
+    Returns:
+      The backgrounds.
+    """
+    b, f32, g, s = d.shape[0], np.float32, _GRID, grid.s
     base = rng.uniform(0.15, 0.85, (b, 3, 1, 1)).astype(f32)
     grad_dir = rng.uniform(0, 2 * np.pi, (b, 1, 1, 1)).astype(f32)
     grad_amp = rng.uniform(-0.25, 0.25, (b, 3, 1, 1)).astype(f32)
@@ -200,20 +115,31 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
     low = rng.standard_normal((b, 3, g, g), dtype=f32)
     low *= _lerp(0.03, 0.07, d)[:, None, None, None]
     low += base + grad_amp * ramp
-    m = _upsample_matrix(size, g)
+    m = _upsample_matrix(grid.size, g)
     img = m @ low @ m.T  # (B, 3, H, W)
-    # Stripe textures on half of the backgrounds.
     tex_amp = rng.uniform(0, 0.08, b).astype(f32) * (rng.random(b) < 0.5)
     tex_freq = rng.uniform(0.15, 0.45, b).astype(f32) / s
     tex_dir = rng.uniform(0, np.pi, b).astype(f32)
-    tex = (xs * (tex_freq * np.cos(tex_dir))[:, None, None]
-           + ys * (tex_freq * np.sin(tex_dir))[:, None, None])
+    tex = (grid.xs * (tex_freq * np.cos(tex_dir))[:, None, None]
+           + grid.ys * (tex_freq * np.sin(tex_dir))[:, None, None])
     np.sin(tex, out=tex)
     tex *= tex_amp[:, None, None]
     img += tex[:, None]
+    return img
 
-    # --- distractors (no class): thin lines, thin partial arcs, soft blobs; behind the object.
-    # Each pixel shows the most opaque distractor covering it (one colour composite at the end).
+
+def _distractors(rng: np.random.Generator, d: np.ndarray, grid: Grid, img: np.ndarray) -> None:
+    """Paint thin lines, thin partial arcs and soft blobs (no class) over ``img``, in place.
+
+    Each pixel shows the most opaque distractor covering it (one colour composite at the end).
+
+    Args:
+      rng: the chunk's random stream.
+      d: (B,) difficulty of each image.
+      grid: the chunk's pixel grid.
+      img: (B, 3, H, W) backgrounds.
+    """
+    b, f32, size = d.shape[0], np.float32, grid.size
     n_distract = np.minimum(np.floor(_lerp(0.5, 4.0, d) + rng.uniform(0, 2.5, b)),
                             _MAX_DISTRACTORS).astype(int)
     palette = rng.uniform(0, 1, (b, _MAX_DISTRACTORS, 3)).astype(f32)
@@ -226,54 +152,14 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
             break
         kind = rng.integers(0, 3, active.size)
         opacity = rng.uniform(0.5, 1.0, active.size).astype(f32)
-        for t in range(3):
+        for t, coverage in enumerate(DISTRACTORS):
             sel = kind == t
             idx = active[sel]
-            mm = idx.size
-            if mm == 0:
+            if idx.size == 0:
                 continue
-            op = opacity[sel][:, None, None]
-            if t == 0:  # a thin line segment from `a`, direction `ang`, soft one-pixel edges
-                a = rng.uniform(-4 * s, size + 4 * s, (mm, 2)).astype(f32)
-                ang = rng.uniform(0, 2 * np.pi, mm).astype(f32)
-                length = rng.uniform(8, 40, (mm, 1, 1)).astype(f32) * s
-                half_w = rng.uniform(0.3, 0.7, (mm, 1, 1)).astype(f32) * s
-                ex, ey = np.cos(ang)[:, None, None], np.sin(ang)[:, None, None]
-                px, py = xs - a[:, 0, None, None], ys - a[:, 1, None, None]
-                # Coverage = clip(0.5 - signed distance): min over the sides and both ends.
-                alpha = px * ey - py * ex
-                np.abs(alpha, out=alpha)
-                np.subtract(half_w + 0.5, alpha, out=alpha)
-                along = px * ex + (py * ey + 0.5)
-                np.minimum(alpha, along, out=alpha)
-                np.subtract(length + 1.0, along, out=along)
-                np.minimum(alpha, along, out=alpha)
-            elif t == 1:  # a thin arc of at most 150 degrees
-                c = rng.uniform(0, size, (mm, 2)).astype(f32)
-                rad = rng.uniform(3.0, 10.0, (mm, 1, 1)).astype(f32) * s
-                mid = rng.uniform(0, 2 * np.pi, mm).astype(f32)
-                cos_half = np.cos(np.radians(rng.uniform(30, 75, (mm, 1, 1)))).astype(f32)
-                half_w = rng.uniform(0.3, 0.65, (mm, 1, 1)).astype(f32) * s
-                dx, dy = xs - c[:, 0, None, None], ys - c[:, 1, None, None]
-                r = dx * dx + dy * dy
-                np.sqrt(r, out=r)
-                alpha = r - rad
-                np.abs(alpha, out=alpha)
-                np.subtract(half_w + 0.5, alpha, out=alpha)
-                # Angular cut: dot with the arc's mid direction >= r cos(half span).
-                cut = dx * np.cos(mid)[:, None, None] + (dy * np.sin(mid)[:, None, None] + 0.5)
-                r *= cos_half
-                cut -= r
-                np.minimum(alpha, cut, out=alpha)
-            else:  # a soft round blob (smooth bump, no sharp edge)
-                c = rng.uniform(0, size, (mm, 2)).astype(f32)
-                inv = 1.0 / (rng.uniform(2.0, 4.0, (mm, 1, 1)).astype(f32) * s) ** 2
-                dx, dy = xs - c[:, 0, None, None], ys - c[:, 1, None, None]
-                alpha = (dx * dx * inv) + (dy * dy * inv - 1.0)
-                np.minimum(alpha, 0.0, out=alpha)
-                alpha *= alpha  # (1 - r^2 / extent^2)^2 inside, 0 outside
+            alpha = coverage(rng, idx.size, grid)
             np.clip(alpha, 0.0, 1.0, out=alpha)
-            alpha *= op
+            alpha *= opacity[sel][:, None, None]
             code = alpha.view(np.int32)
             code &= ~7
             code |= k
@@ -289,13 +175,11 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
     colour *= top_alpha[:, None]
     img += colour
 
-    # --- the object.
-    radius = (_lerp(12.5, 8.5, d) * rng.uniform(0.85, 1.15, b).astype(f32) * s)
-    cx = rng.uniform(radius, size - radius).astype(f32)
-    cy = rng.uniform(radius, size - radius).astype(f32)
-    theta = rng.uniform(0, 2 * np.pi, b).astype(f32)
-    aspect = np.exp(rng.uniform(-0.06, 0.06, b)).astype(f32)
-    # Colour relative to the background under the object's centre, at distance `contrast`.
+
+def _object_colour(rng: np.random.Generator, d: np.ndarray, img: np.ndarray, cx: np.ndarray,
+                   cy: np.ndarray) -> np.ndarray:
+    """(B, 3) colours at distance ``contrast`` from the background under each object's centre."""
+    b, f32, size = d.shape[0], np.float32, img.shape[-1]
     iy = np.clip(cy.astype(int), 0, size - 1)
     ix = np.clip(cx.astype(int), 0, size - 1)
     local = img[np.arange(b), :, iy, ix]  # (B, 3)
@@ -305,21 +189,45 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
     plus = np.clip(local + contrast[:, None] * direction, 0, 1)
     minus = np.clip(local - contrast[:, None] * direction, 0, 1)
     use_plus = (np.linalg.norm(plus - local, axis=1) >= np.linalg.norm(minus - local, axis=1))
-    obj_colour = np.where(use_plus[:, None], plus, minus)
+    return np.where(use_plus[:, None], plus, minus)
+
+
+def _draw_object(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, grid: Grid,
+                 img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Paint each image's object (its class's shape, textured) over ``img``, in place.
+
+    Args:
+      rng: the chunk's random stream.
+      labels: (B,) class of each image.
+      d: (B,) difficulty of each image.
+      grid: the chunk's pixel grid.
+      img: (B, 3, H, W) backgrounds with distractors.
+
+    Returns:
+      ``(mask, dx, dy, radius)``: the (B, H, W) object mask, each pixel's offset from the
+      object's centre ((B, 1, W) and (B, H, 1)) and the object's radius in pixels.
+    """
+    b, f32, s, size = labels.shape[0], np.float32, grid.s, grid.size
+    radius = (_lerp(12.5, 8.5, d) * rng.uniform(0.85, 1.15, b).astype(f32) * s)
+    cx = rng.uniform(radius, size - radius).astype(f32)
+    cy = rng.uniform(radius, size - radius).astype(f32)
+    theta = rng.uniform(0, 2 * np.pi, b).astype(f32)
+    aspect = np.exp(rng.uniform(-0.06, 0.06, b)).astype(f32)
+    obj_colour = _object_colour(rng, d, img, cx, cy)
     obj_tex = rng.uniform(0.0, 0.08, b).astype(f32)
     obj_freq = rng.uniform(0.3, 0.9, b).astype(f32) / s
     obj_phase = rng.uniform(0, 2 * np.pi, b).astype(f32)
 
     cos_t, sin_t = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-    dx = xs - cx[:, None, None]
-    dy = ys - cy[:, None, None]
+    dx = grid.xs - cx[:, None, None]
+    dy = grid.ys - cy[:, None, None]
     scale_u = (1.0 / (radius * aspect))[:, None, None]
     scale_v = (aspect / radius)[:, None, None]
     # Object coordinates (u, v) = rotate and scale (x - cx, y - cy), as small broadcast factors.
     ux, uy = dx * (cos_t * scale_u), dy * (sin_t * scale_u)
     vx, vy = dx * (-sin_t * scale_v), dy * (cos_t * scale_v)
     sdf = np.empty((b, size, size), f32)
-    for c_idx, shape in enumerate(_SHAPES):
+    for c_idx, shape in enumerate(SHAPES):
         sel = np.flatnonzero(labels == c_idx)
         if sel.size == 0:
             continue
@@ -331,38 +239,61 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
         obj_freq[:, None, None] * (dx * cos_t - dy * sin_t) + obj_phase[:, None, None])
     sub = obj_colour[:, :, None, None] * (1.0 + stripes[:, None]) - img
     img += alpha[:, None] * sub
-    obj_mask = sdf <= 0.0
+    return sdf <= 0.0, dx, dy, radius
 
-    # --- occlusion: a narrow textured band across the image, in front of the object, crossing
-    # it near its centre: it splits the object without removing a whole part of its outline.
+
+def _occlude(rng: np.random.Generator, d: np.ndarray, grid: Grid, img: np.ndarray,
+             obj_mask: np.ndarray, dx: np.ndarray, dy: np.ndarray, radius: np.ndarray
+             ) -> np.ndarray:
+    """Paint a narrow textured band across some images, in front of the object, in place.
+
+    The band crosses the object near its centre: it splits the object without removing a whole
+    part of its outline, and never hides more than 30% of it.
+
+    Args:
+      rng: the chunk's random stream.
+      d: (B,) difficulty of each image.
+      grid: the chunk's pixel grid.
+      img: (B, 3, H, W) images with their objects.
+      obj_mask, dx, dy, radius: as returned by :func:`_draw_object`.
+
+    Returns:
+      The (B, H, W) mask of the object's visible pixels.
+    """
+    b, f32, s, size = d.shape[0], np.float32, grid.s, grid.size
     p_occ = np.clip((d - 0.4) / 0.6, 0, 1) * 0.5
     occ = np.flatnonzero(rng.random(b) < p_occ)
-    visible = obj_mask
-    if occ.size:
-        normal = rng.uniform(0, 2 * np.pi, occ.size).astype(f32)
-        offset = rng.uniform(0.0, 0.6, occ.size).astype(f32) * radius[occ]
-        half_w = np.maximum(rng.uniform(0.12, 0.2, occ.size).astype(f32) * radius[occ], 0.8 * s)
-        dist = (dx[occ] * np.cos(normal)[:, None, None] + dy[occ] * np.sin(normal)[:, None, None]
-                - offset[:, None, None])
-        band = np.abs(dist) - half_w[:, None, None]
-        vis = obj_mask[occ] & (band > 0)
-        # Never hide more than 30% of the object: drop the band where it would.
-        keep = vis.sum((1, 2)) >= 0.7 * obj_mask[occ].sum((1, 2))
-        occ, band, vis = occ[keep], band[keep], vis[keep]
-        if occ.size:
-            occ_alpha = _soft(band)
-            colour = rng.uniform(0, 1, (occ.size, 3)).astype(f32)
-            noise = np.frombuffer(rng.bytes(occ.size * size * size), np.uint8)
-            noise = noise.reshape(occ.size, 1, size, size).astype(f32)
-            noise *= 0.4 / 255.0
-            noise -= 0.2
-            sub = img[occ]
-            sub += occ_alpha[:, None] * (colour[:, :, None, None] + noise - sub)
-            img[occ] = sub
-            visible = obj_mask.copy()
-            visible[occ] = vis
+    if occ.size == 0:
+        return obj_mask
+    normal = rng.uniform(0, 2 * np.pi, occ.size).astype(f32)
+    offset = rng.uniform(0.0, 0.6, occ.size).astype(f32) * radius[occ]
+    half_w = np.maximum(rng.uniform(0.12, 0.2, occ.size).astype(f32) * radius[occ], 0.8 * s)
+    dist = (dx[occ] * np.cos(normal)[:, None, None] + dy[occ] * np.sin(normal)[:, None, None]
+            - offset[:, None, None])
+    band = np.abs(dist) - half_w[:, None, None]
+    vis = obj_mask[occ] & (band > 0)
+    keep = vis.sum((1, 2)) >= 0.7 * obj_mask[occ].sum((1, 2))
+    occ, band, vis = occ[keep], band[keep], vis[keep]
+    if occ.size == 0:
+        return obj_mask
+    occ_alpha = _soft(band)
+    colour = rng.uniform(0, 1, (occ.size, 3)).astype(f32)
+    noise = np.frombuffer(rng.bytes(occ.size * size * size), np.uint8)
+    noise = noise.reshape(occ.size, 1, size, size).astype(f32)
+    noise *= 0.4 / 255.0
+    noise -= 0.2
+    sub = img[occ]
+    sub += occ_alpha[:, None] * (colour[:, :, None, None] + noise - sub)
+    img[occ] = sub
+    visible = obj_mask.copy()
+    visible[occ] = vis
+    return visible
 
-    # --- pixel noise, quantisation.
+
+def _quantise(rng: np.random.Generator, d: np.ndarray, img: np.ndarray,
+              out_images: np.ndarray) -> None:
+    """Add pixel noise to ``img`` (changed) and write it to ``out_images`` as uint8 NHWC."""
+    b, f32, size = d.shape[0], np.float32, img.shape[-1]
     noise_amp = _lerp(0.005, 0.035, d)
     # Uniform noise with standard deviation noise_amp, from random bytes (much faster than
     # rng.random for a million values), on the 0..255 scale; +0.5 rounds in the cast below.
@@ -374,7 +305,29 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, s
     img += noise
     np.clip(img, 0.0, 255.0, out=img)
     np.copyto(out_images.transpose(0, 3, 1, 2), img, casting="unsafe")  # truncates: +0.5 rounds
-    out_masks[...] = visible
+
+
+def _render_chunk(rng: np.random.Generator, labels: np.ndarray, d: np.ndarray, size: int,
+                  out_images: np.ndarray, out_masks: np.ndarray) -> None:
+    """Render one chunk into (B, size, size, 3) uint8 ``out_images``, (B, size, size) bool masks.
+
+    Back to front: background, distractors, the object, an occluding band, pixel noise. Every
+    stage draws from ``rng`` in this order, so the images depend only on the stream.
+
+    Args:
+      rng: the chunk's random stream.
+      labels: (B,) class of each image.
+      d: (B,) difficulty of each image.
+      size: image side.
+      out_images: where the images go.
+      out_masks: where the visible-object masks go.
+    """
+    grid = Grid(size)
+    img = _background(rng, d, grid)
+    _distractors(rng, d, grid, img)
+    obj_mask, dx, dy, radius = _draw_object(rng, labels, d, grid, img)
+    out_masks[...] = _occlude(rng, d, grid, img, obj_mask, dx, dy, radius)
+    _quantise(rng, d, img, out_images)
 
 
 def generate(n: int, *, seed: int, size: int = 32,

@@ -9,7 +9,7 @@
   split a sample leaves at the first exit whose confidence reaches its threshold, the last exit
   taking the rest. Each ``p`` gives an accuracy and an average cost per image.
 
-``python -m msdnet_flax.evaluate CHECKPOINT`` prints both tables and draws both plots.
+``python -m msdnet_flax.evaluation CHECKPOINT`` prints both tables and draws both plots.
 """
 
 from __future__ import annotations
@@ -246,12 +246,12 @@ def _splits_for(meta: dict[str, Any], args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m msdnet_flax.evaluate CHECKPOINT``: tables, ``evaluation.json`` and plots."""
+    """``python -m msdnet_flax.evaluation CHECKPOINT``: tables, ``evaluation.json`` and plots."""
     from msdnet_flax.checkpoint import load_checkpoint
     from msdnet_flax.training.config import DATA_SOURCES
 
     parser = argparse.ArgumentParser(
-        prog="python -m msdnet_flax.evaluate", description=__doc__.splitlines()[0],
+        prog="python -m msdnet_flax.evaluation", description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint file, checkpoint directory or run out_dir")
     parser.add_argument("--data", choices=DATA_SOURCES, default=None,

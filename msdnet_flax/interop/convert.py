@@ -1,7 +1,7 @@
 """PyTorch (kalviny/MSDNet-PyTorch) checkpoints <-> Flax NNX MSDNet.
 
-The NNX module tree mirrors kalviny's (see :mod:`msdnet_flax.model.layers`), so a key maps to a path by
-swapping '.' for the path separator and renaming the leaf; arrays change layout:
+The NNX module tree mirrors kalviny's (see :mod:`msdnet_flax.model.layers`), so a key maps to a
+path by swapping '.' for the path separator and renaming the leaf; arrays change layout:
 conv OIHW -> HWIO, linear (out, in) -> (in, out). BatchNorm's running statistics become NNX
 ``BatchStat`` variables; ``num_batches_tracked`` has no Flax counterpart and is ignored.
 """

@@ -2,8 +2,8 @@
 
 Its ``state_dict()`` keys and shapes are exactly those of kalviny's ``models/msdnet.py`` (e.g.
 ``blocks.0.0.layers.0.net.0.weight``, ``classifier.3.linear.weight``), so a checkpoint written by
-that repository loads into it, and it is built from the same plan (:mod:`msdnet_flax.model.plan`) as the
-Flax model. It exists for parity tests, benchmarks and checkpoint round trips.
+that repository loads into it, and it is built from the same plan (:mod:`msdnet_flax.model.plan`)
+as the Flax model. It exists for parity tests, benchmarks and checkpoint round trips.
 
 Needs the ``[torch]`` extra; importing :mod:`msdnet_flax` alone never imports torch.
 """

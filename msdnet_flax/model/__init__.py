@@ -1,4 +1,5 @@
-"""The MSD-Net network: configuration and presets, layer plan, layers, model, cost, weights as dicts."""
+"""The MSD-Net network: configuration and presets, layer plan, layers, model, cost, weights as
+dicts."""
 
 from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.msdnet import MSDNet

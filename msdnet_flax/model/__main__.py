@@ -1,7 +1,8 @@
 """``python -m msdnet_flax.model``: build the CIFAR-10 10-exit MSD-Net and report each exit.
 
-Prints per-exit feature shapes (the classifier inputs jaxcam explains), cumulative parameters and
-multiply-adds, and checks that one jitted forward pass gives every exit's logits.
+Describes the network; it explains nothing (``jaxcam demo`` does). Prints per-exit feature shapes
+(the classifier inputs jaxcam explains), cumulative parameters and multiply-adds, and checks that
+one jitted forward pass gives every exit's logits. ``--config`` picks another preset.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from msdnet_flax.model.presets import PRESETS, get_config
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m msdnet_flax.model",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cifar10_anytime", choices=sorted(PRESETS))
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)

@@ -16,21 +16,21 @@ class MSDNetConfig:
     (``n_blocks`` is ``--nBlocks``, ``gr_factor`` is ``--grFactor`` as a tuple, ...).
 
     Attributes:
-        data: ``'cifar'`` (32x32 inputs, 3x3 stem) or ``'imagenet'`` (224x224 inputs, 7x7/2 stem
-            and 3x3/2 max-pool).
-        num_classes: number of classes of every exit.
-        n_blocks: number of blocks, hence of exits.
-        n_channels: channels of the finest scale after the stem (multiplied by ``gr_factor``).
-        base: layers in the first block.
-        step: layers added per block (``'even'``) or the slope of the growth (``'lin_grow'``).
-        step_mode: ``'even'`` (every later block has ``step`` layers) or ``'lin_grow'`` (block i has
-            ``step * i + 1`` layers).
-        growth_rate: channels each MSD layer adds at the finest scale.
-        gr_factor: channel multiplier of each scale; its length is the number of scales.
-        bn_factor: bottleneck width multiplier of each scale.
-        prune: ``'max'`` or ``'min'``, how coarse-only layers drop the finest scales.
-        reduction: compression of the transition layers (0 for none).
-        bottleneck: whether each 3x3 convolution is preceded by a 1x1 bottleneck.
+      data: ``'cifar'`` (32x32 inputs, 3x3 stem) or ``'imagenet'`` (224x224 inputs, 7x7/2 stem
+        and 3x3/2 max-pool).
+      num_classes: number of classes of every exit.
+      n_blocks: number of blocks, hence of exits.
+      n_channels: channels of the finest scale after the stem (multiplied by ``gr_factor``).
+      base: layers in the first block.
+      step: layers added per block (``'even'``) or the slope of the growth (``'lin_grow'``).
+      step_mode: ``'even'`` (every later block has ``step`` layers) or ``'lin_grow'`` (block i has
+        ``step * i + 1`` layers).
+      growth_rate: channels each MSD layer adds at the finest scale.
+      gr_factor: channel multiplier of each scale; its length is the number of scales.
+      bn_factor: bottleneck width multiplier of each scale.
+      prune: ``'max'`` or ``'min'``, how coarse-only layers drop the finest scales.
+      reduction: compression of the transition layers (0 for none).
+      bottleneck: whether each 3x3 convolution is preceded by a 1x1 bottleneck.
     """
 
     data: str = "cifar"

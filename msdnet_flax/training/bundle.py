@@ -1,11 +1,12 @@
 """Turn a training run into the model shipped with the package, with its model card.
 
-``python -m msdnet_flax.bundle RUN_DIR`` reads the run's latest checkpoint, stores its parameters
-and BatchNorm statistics as float16 (no optimizer state) in ``msdnet_flax/assets/bundled/``,
-checks that float16 storage leaves every exit's accuracy within 0.1 points of float32, evaluates the
-stored model the paper's two ways on procedural splits the run never saw, and writes
-``card.json`` (the model card: command, seeds, training time, per-exit accuracy and FLOPs, the
-budgeted-batch curve) next to the weights, plus the two plots where ``--plots`` says.
+``python -m msdnet_flax.training.bundle RUN_DIR`` (old name: ``python -m msdnet_flax.bundle``)
+reads the run's latest checkpoint, stores its parameters and BatchNorm statistics as float16 (no
+optimizer state) in ``msdnet_flax/assets/bundled/``, checks that float16 storage leaves every
+exit's accuracy within 0.1 points of float32, evaluates the stored model the paper's two ways on
+procedural splits the run never saw, and writes ``card.json`` (the model card: command, seeds,
+training time, per-exit accuracy and FLOPs, the budgeted-batch curve) next to the weights, plus
+the two plots where ``--plots`` says.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from msdnet_flax.data import generate
 from msdnet_flax.evaluation.core import anytime, budgeted, exit_accuracy, predict
 from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.cost import cost
+from msdnet_flax.model.msdnet import MSDNet
 from msdnet_flax.pretrained import BUNDLED_PATH
 
 __all__ = ["CARD_SEEDS", "FLOAT16_TOLERANCE", "bundle", "main"]
@@ -79,17 +81,13 @@ def bundle(run_dir: str | Path, out_dir: str | Path = BUNDLED_PATH, *, command: 
 
     Raises:
       ValueError: float16 storage moves any exit's test accuracy by more than
-          ``FLOAT16_TOLERANCE`` (the card records both accuracies either way).
+        ``FLOAT16_TOLERANCE`` (the card records both accuracies either way).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    arrays, meta = read_checkpoint(run_dir)
+    meta = read_checkpoint(run_dir)[1]
     model32, _ = load_checkpoint(run_dir)
     config = MSDNetConfig(**meta["model_config"])
     train_cfg = meta.get("train_config") or {}
-    size = 32 if config.data == "cifar" else 224
-    val = generate(n_val, seed=CARD_SEEDS["val"], size=size)
-    test = generate(n_test, seed=CARD_SEEDS["test"], size=size)
-    kw = {"mean": meta["mean"], "std": meta["std"]}
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -97,23 +95,9 @@ def bundle(run_dir: str | Path, out_dir: str | Path = BUNDLED_PATH, *, command: 
                            mean=meta["mean"], std=meta["std"], class_names=meta["class_names"],
                            train_config=train_cfg, storage_dtype="float16")
     model16, _ = load_checkpoint(tmp)
-
-    logits32 = predict(model32, test, 500, **kw)
-    test_logits = predict(model16, test, 500, **kw)
-    acc32 = exit_accuracy(logits32, test.labels)
-    acc16 = exit_accuracy(test_logits, test.labels)
-    if np.any(np.abs(acc16 - acc32) > FLOAT16_TOLERANCE + 0.5 / n_test):
-        raise ValueError(f"float16 storage changes exit accuracies: float32 {acc32.tolist()}, "
-                         f"float16 {acc16.tolist()}")
-    val_logits = predict(model16, val, 500, **kw)
-    flops = [c.flops for c in cost(config)]
-    any_rows = anytime(test_logits, test.labels, config)
-    bud_rows = budgeted(val_logits, val.labels, test_logits, test.labels, flops)
-    by_difficulty = {}
-    for lo, hi in ((0.0, 0.5), (0.5, 1.0)):
-        sel = (test.difficulty >= lo) & (test.difficulty < hi if hi < 1 else True)
-        by_difficulty[f"{lo}-{hi}"] = exit_accuracy(test_logits[:, sel], test.labels[sel]).tolist()
-
+    results = _evaluate(model32, model16, config, meta, n_val, n_test)
+    if train_seconds is None:
+        train_seconds = _training_seconds(run_dir, int(train_cfg.get("batch_size", 64)))
     card = {
         "model": "cifar10_anytime" if config == _preset(config) else config.to_dict(),
         "model_config": config.to_dict(),
@@ -125,28 +109,74 @@ def bundle(run_dir: str | Path, out_dir: str | Path = BUNDLED_PATH, *, command: 
         "seed": train_cfg.get("seed"), "data_seed": train_cfg.get("data_seed"),
         "train_config": train_cfg,
         "command": command,
-        "train_seconds": train_seconds if train_seconds is not None
-        else _training_seconds(run_dir, int(train_cfg.get("batch_size", 64))),
+        "train_seconds": train_seconds,
         "machine": f"{platform.machine()}, {_cpu_model()}",
         "eval": {"val": {"n": n_val, "seed": CARD_SEEDS["val"], "difficulty": [0.0, 1.0]},
                  "test": {"n": n_test, "seed": CARD_SEEDS["test"], "difficulty": [0.0, 1.0]}},
-        "accuracy_float32": acc32.tolist(),
-        "anytime": any_rows,
-        "accuracy_by_difficulty": by_difficulty,
-        "budgeted": bud_rows,
+        **results,
     }
     atomic_write(tmp / "card.json", json.dumps(card, indent=1).encode())
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     if plots_dir is not None:
-        from msdnet_flax.evaluation.plots import plot_anytime, plot_budgeted
-
-        plots = Path(plots_dir)
-        plots.mkdir(parents=True, exist_ok=True)
-        title = "bundled cifar10_anytime, procedural test split"
-        plot_anytime(any_rows, plots / "anytime.png", title=title)
-        plot_budgeted(bud_rows, plots / "budgeted.png", anytime_rows=any_rows, title=title)
+        _plot(card, Path(plots_dir))
     return card
+
+
+def _evaluate(model32: MSDNet, model16: MSDNet, config: MSDNetConfig, meta: dict[str, Any],
+              n_val: int, n_test: int) -> dict[str, Any]:
+    """The card's measurements of the float16 model on the card's procedural splits.
+
+    Args:
+      model32: the run's model as trained.
+      model16: the same model stored as float16 (the bundle).
+      config: their architecture.
+      meta: the checkpoint's metadata (its normalisation).
+      n_val: images of the threshold split.
+      n_test: images of the test split.
+
+    Returns:
+      The card's ``accuracy_float32``, ``anytime``, ``accuracy_by_difficulty`` and ``budgeted``
+      entries.
+
+    Raises:
+      ValueError: float16 storage moves any exit's test accuracy by more than
+        ``FLOAT16_TOLERANCE``.
+    """
+    size = 32 if config.data == "cifar" else 224
+    val = generate(n_val, seed=CARD_SEEDS["val"], size=size)
+    test = generate(n_test, seed=CARD_SEEDS["test"], size=size)
+    kw = {"mean": meta["mean"], "std": meta["std"]}
+    logits32 = predict(model32, test, 500, **kw)
+    test_logits = predict(model16, test, 500, **kw)
+    acc32 = exit_accuracy(logits32, test.labels)
+    acc16 = exit_accuracy(test_logits, test.labels)
+    if np.any(np.abs(acc16 - acc32) > FLOAT16_TOLERANCE + 0.5 / n_test):
+        raise ValueError(f"float16 storage changes exit accuracies: float32 {acc32.tolist()}, "
+                         f"float16 {acc16.tolist()}")
+    val_logits = predict(model16, val, 500, **kw)
+    flops = [c.flops for c in cost(config)]
+    by_difficulty = {}
+    for lo, hi in ((0.0, 0.5), (0.5, 1.0)):
+        sel = (test.difficulty >= lo) & (test.difficulty < hi if hi < 1 else True)
+        by_difficulty[f"{lo}-{hi}"] = exit_accuracy(test_logits[:, sel], test.labels[sel]).tolist()
+    return {
+        "accuracy_float32": acc32.tolist(),
+        "anytime": anytime(test_logits, test.labels, config),
+        "accuracy_by_difficulty": by_difficulty,
+        "budgeted": budgeted(val_logits, val.labels, test_logits, test.labels, flops),
+    }
+
+
+def _plot(card: dict[str, Any], plots: Path) -> None:
+    """The card's ``anytime.png`` and ``budgeted.png`` in ``plots``."""
+    from msdnet_flax.evaluation.plots import plot_anytime, plot_budgeted
+
+    plots.mkdir(parents=True, exist_ok=True)
+    title = "bundled cifar10_anytime, procedural test split"
+    plot_anytime(card["anytime"], plots / "anytime.png", title=title)
+    plot_budgeted(card["budgeted"], plots / "budgeted.png", anytime_rows=card["anytime"],
+                  title=title)
 
 
 def _preset(config: MSDNetConfig) -> MSDNetConfig:
@@ -166,8 +196,8 @@ def _cpu_model() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m msdnet_flax.bundle RUN_DIR --command '...'``."""
-    parser = argparse.ArgumentParser(prog="python -m msdnet_flax.bundle",
+    """``python -m msdnet_flax.training.bundle RUN_DIR --command '...'``."""
+    parser = argparse.ArgumentParser(prog="python -m msdnet_flax.training.bundle",
                                      description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", help="the training run's out_dir")

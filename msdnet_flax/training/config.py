@@ -66,7 +66,7 @@ _HELP = {
 class TrainConfig:
     """Everything a training run depends on; ``TrainConfig.from_dict(c.to_dict()) == c``.
 
-    Attributes are documented by ``python -m msdnet_flax.train --help`` (one flag per field).
+    Attributes are documented by ``python -m msdnet_flax.training --help`` (one flag per field).
     """
 
     model: str | MSDNetConfig = "cifar10_anytime"
@@ -181,10 +181,10 @@ def _base_type(annotation: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m msdnet_flax.train`` parser: one flag per TrainConfig field, and optional
+    """The ``python -m msdnet_flax.training`` parser: one flag per TrainConfig field, and optional
     MSDNetConfig flags that override the preset's architecture."""
     parser = argparse.ArgumentParser(
-        prog="python -m msdnet_flax.train",
+        prog="python -m msdnet_flax.training",
         description="Train an MSD-Net with the paper's loss (sum of every exit's cross-entropy), "
                     "data-parallel over the local devices, resumable from its out-dir.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -251,7 +251,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, bool]:
 
 def config_to_argv(cfg: TrainConfig) -> list[str]:
     """Command-line flags that :func:`parse` and :func:`config_from_args` turn back into
-    ``cfg`` (e.g. to launch ``python -m msdnet_flax.train`` in a subprocess)."""
+    ``cfg`` (e.g. to launch ``python -m msdnet_flax.training`` in a subprocess)."""
     argv: list[str] = []
     for field in dataclasses.fields(TrainConfig):
         value = getattr(cfg, field.name)

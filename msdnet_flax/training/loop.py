@@ -1,9 +1,9 @@
 """Train an MSD-Net as the paper does: SGD on the sum of every exit's cross-entropy.
 
-``train(TrainConfig(...))`` (or ``python -m msdnet_flax.train --help``) runs data-parallel over the
-local devices: one jitted step takes the replicated parameters, BatchNorm statistics and optimizer
-state and a batch of uint8 images sharded on the mesh's ``'data'`` axis; it augments and
-normalises the images on the device, updates the BatchNorm statistics (training mode; the batch
+``train(TrainConfig(...))`` (or ``python -m msdnet_flax.training --help``) runs data-parallel over
+the local devices: one jitted step takes the replicated parameters, BatchNorm statistics and
+optimizer state and a batch of uint8 images sharded on the mesh's ``'data'`` axis; it augments
+and normalises the images on the device, updates the BatchNorm statistics (training mode; the batch
 statistics span the whole global batch) and returns the loss and every exit's accuracy.
 
 The data order is a function of ``(seed, epoch)`` and the augmentation key of ``(seed, step)``,
@@ -264,7 +264,7 @@ def train(cfg: TrainConfig, *, splits: dict[str, ArrayDataset | None] | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m msdnet_flax.train``: parse the flags and :func:`train`."""
+    """``python -m msdnet_flax.training``: parse the flags and :func:`train`."""
     from msdnet_flax.training.config import config_from_args, parse
 
     args, has_arch = parse(argv)

@@ -1,4 +1,4 @@
-"""Training bookkeeping: metric accumulators, the JSONL log and the progress line on stderr.
+"""Training bookkeeping: metric accumulators, the JSONL log and the progress bar on stderr.
 
 The per-step metrics stay on the device until a log point, a checkpoint or a progress refresh
 fetches them, so steps are dispatched asynchronously. Sums run in float64 in step order, and their
@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from jaxcam.extend.files import atomic_write
 
@@ -130,7 +131,11 @@ def _fmt_time(seconds: float) -> str:
 
 
 class Progress:
-    """A one-line progress bar on stderr (rewritten with ``\\r``).
+    """One tqdm bar per epoch on stderr, with the last loss, every exit's accuracy, images/s and
+    the run's ETA.
+
+    The images/s is measured here, between :meth:`update` calls after :meth:`start` (so the
+    compilation is left out), because the JSONL log records it too.
 
     Args:
       total: steps in the run.
@@ -147,10 +152,12 @@ class Progress:
         self.stream = stream or sys.stderr
         self._mark: tuple[float, int] | None = None
         self._drawn = time.perf_counter()
+        self._bar: tqdm | None = None
+        self._epoch = -1
         self.images_per_s = float("nan")
 
     def due(self, every: float = 1.0) -> bool:
-        """Whether the line was last drawn more than ``every`` seconds ago (and is enabled)."""
+        """Whether the bar was last drawn more than ``every`` seconds ago (and is enabled)."""
         return self.enabled and time.perf_counter() - self._drawn > every
 
     @property
@@ -162,8 +169,19 @@ class Progress:
         """Start timing at ``step`` (after compilation)."""
         self._mark = (time.perf_counter(), step)
 
+    def _bar_for(self, epoch: int) -> tqdm:
+        if self._bar is None or epoch != self._epoch:
+            self._close()
+            # The bar draws only when update() says so: the metrics behind it are fetched from
+            # the device at most once a second, and tqdm's own rate would count the compile.
+            self._bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}",
+                             file=self.stream, mininterval=0.0, miniters=0, ncols=None,
+                             bar_format="{desc} |{bar:20}| {n_fmt}/{total_fmt}{postfix}")
+            self._epoch = epoch
+        return self._bar
+
     def update(self, step: int, last: Mapping[str, Any] | None) -> None:
-        """Redraw the line for ``step`` with the last fetched metrics."""
+        """Redraw the bar for ``step`` with the last fetched metrics."""
         if self._mark is not None and step > self._mark[1]:
             now = time.perf_counter()
             self.images_per_s = (step - self._mark[1]) * self.batch_size / (now - self._mark[0])
@@ -174,21 +192,26 @@ class Progress:
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         if in_epoch == 0 and step:
             epoch, in_epoch = epoch - 1, self.steps_per_epoch
-        width = 20
-        filled = int(width * in_epoch / self.steps_per_epoch)
-        text = (f"\repoch {epoch + 1} [{'#' * filled}{'.' * (width - filled)}] "
-                f"{in_epoch}/{self.steps_per_epoch}")
+        parts = []
         if last:
             accs = "/".join(f"{100 * a:.0f}" for a in last["exit_acc"])
-            text += f" loss {last['loss']:.3f} acc% {accs}"
+            parts.append(f"loss {last['loss']:.3f} acc% {accs}")
         if math.isfinite(self.images_per_s):
             eta = (self.total - step) * self.batch_size / max(self.images_per_s, 1e-9)
-            text += f" {self.images_per_s:.0f} img/s eta {_fmt_time(eta)}"
-        self.stream.write(text + "\x1b[K")
-        self.stream.flush()
+            parts.append(f"{self.images_per_s:.0f} img/s eta {_fmt_time(eta)}")
+        bar = self._bar_for(epoch)
+        bar.n = in_epoch
+        bar.set_postfix_str(" ".join(parts), refresh=False)
+        bar.refresh()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def newline(self, message: str = "") -> None:
-        """End the current line (and print ``message`` on its own line)."""
+        """End the current bar (and print ``message`` on its own line)."""
         if self.enabled:
-            self.stream.write("\n" + (message + "\n" if message else ""))
-            self.stream.flush()
+            self._close()
+            if message:
+                tqdm.write(message, file=self.stream)

@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxcam.extend.conv_grad import fast_strided_conv_grads
 from msdnet_flax.data import augment_cifar, augment_imagenet, normalize
 from msdnet_flax.training.config import TrainConfig
 
@@ -109,7 +110,6 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     """
     loss_fn = _loss_fn(graphdef)
     if fast_conv_grads and mesh.devices.flat[0].platform == "cpu":
-        from jaxcam.extend import fast_strided_conv_grads
         loss_fn = fast_strided_conv_grads(loss_fn)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

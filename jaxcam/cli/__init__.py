@@ -1,0 +1,67 @@
+"""The ``jaxcam`` command: explain images with a multi-exit MSD-Net, see the maps in a gallery.
+
+The application over the library: each command is a module (:mod:`~jaxcam.cli.explain`,
+:mod:`~jaxcam.cli.demo`, :mod:`~jaxcam.cli.methods`, :mod:`~jaxcam.cli.analyze`) with a
+:class:`~jaxcam.cli.common.Command` record, its parser and its run function; :func:`main` builds
+the parser from the table :data:`COMMANDS` and dispatches to the chosen command. Adding a
+command is one module and one entry in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from jaxcam.cli import analyze, demo, explain, methods
+from jaxcam.cli.common import Command, parse_exits
+from jaxcam.cli.methods import method_descriptions
+
+__all__ = ["main", "build_parser", "parse_exits", "method_descriptions", "COMMANDS"]
+
+#: Every subcommand, in the order ``jaxcam --help`` lists them.
+COMMANDS: tuple[Command, ...] = (explain.COMMAND, demo.COMMAND, methods.COMMAND,
+                                 analyze.COMMAND)
+
+_DESCRIPTION = """Class activation maps (Grad-CAM family) for every exit of a multi-exit MSD-Net.
+
+  jaxcam explain INPUTS...   maps of images or a data set (shards, all devices, several
+                             hosts, resumable), overlays, per-exit grids, an HTML gallery
+  jaxcam demo                the same on procedural shapes with the bundled model (./diags)
+  jaxcam methods             the methods, one line each
+  jaxcam analyze-exits       per-exit accuracy, localisation, faithfulness: a report"""
+_EPILOG = ("Run 'jaxcam COMMAND --help' for a command's options. Other models: the Python API, "
+           "jaxcam.explain / jaxcam.explain_exits (README.md).")
+
+
+def _build(commands: Sequence[Command]
+           ) -> tuple[argparse.ArgumentParser, dict[str, tuple[Command, argparse.ArgumentParser]]]:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="jaxcam", description=_DESCRIPTION, formatter_class=fmt,
+                                     epilog=_EPILOG)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    table = {c.name: (c, c.add_parser(sub, fmt)) for c in commands}
+    return parser, table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``jaxcam`` and its subcommands.
+
+    Returns:
+      The parser.
+    """
+    return _build(COMMANDS)[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``jaxcam`` with ``argv`` (default ``sys.argv[1:]``).
+
+    Args:
+      argv: the arguments after the program name.
+
+    Returns:
+      The exit status: 0 success, 1 some inputs failed, 2 usage or model error.
+    """
+    parser, table = _build(COMMANDS)
+    args = parser.parse_args(argv)
+    command, sub = table[args.command]
+    return command.run(args, sub)

@@ -1,0 +1,320 @@
+"""``jaxcam.explain`` and ``jaxcam.explain_exits``: one jitted function from images to maps.
+
+:class:`Explainer` and :class:`ExitExplainer` do the per-model work (preparing the model's
+adapter: splitting, layer checks) once, for callers that explain many batches with the same
+weights; ``explain`` and ``explain_exits`` are one such object used once. Both share one
+prepared-explainer base (:class:`jaxcam._prepared.PreparedExplainer`); the computation itself is
+in :mod:`jaxcam._pipeline` (dispatched on the registered method's kind) and
+:mod:`jaxcam._exit_pipeline`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from jaxcam import registry
+from jaxcam._checks import prepare_exit_targets
+from jaxcam._exit_pipeline import explain_exits_core, explain_exits_jit
+from jaxcam._pipeline import Options, explain_core, explain_jit, make_options
+from jaxcam._prepared import PreparedExplainer
+from jaxcam.adapters import (
+    LayerPath,
+    is_function_pair,
+    is_presplit,
+    make_adapter,
+    make_exit_adapter,
+    normalize_layer_path,
+)
+from jaxcam.targets import prepare_targets
+
+__all__ = ["ExitExplainer", "Explainer", "Options", "explain", "explain_exits"]
+
+
+def _target_layers(model: Any, target_layer: Any, method: registry.Method) -> list[LayerPath]:
+    """The tapped layers' paths for ``method``, or a clear error."""
+    pair = is_function_pair(model) and not is_presplit(model)
+    if target_layer is None:
+        layers: list[LayerPath] = []
+        if method.needs_layer and not pair:
+            raise ValueError(f"method {method.name!r} needs target_layer: the module path of "
+                             "the feature map to explain (e.g. target_layer='blocks/3')")
+    elif isinstance(target_layer, list):
+        if not target_layer:
+            raise ValueError("target_layer is an empty list; name at least one layer")
+        # A layer listed twice is explained once (pytorch-grad-cam's mean of two equal maps).
+        layers = list(dict.fromkeys(normalize_layer_path(layer) for layer in target_layer))
+    else:
+        layers = [normalize_layer_path(target_layer)]
+    return layers if method.needs_layer or pair else []
+
+
+def _own_jit(core: Callable[..., Any], adapter: Any, n_static: int) -> Callable[..., Any]:
+    """A jitted ``core`` with ``adapter`` bound, over a function object of its own.
+
+    jax.jit's C++ cache is keyed by the wrapped function, so a second jit of ``core`` would share
+    the module's: a call's static arguments are compared with the cached call's, and a model
+    structure equal to but not the same object as a cached one costs a full graph comparison
+    (25 ms for cifar10_anytime) on every call. Binding the structure here leaves only cheap
+    static arguments (options, target spec) to compare.
+    """
+    return jax.jit(functools.partial(core, adapter), static_argnums=tuple(range(n_static)))
+
+
+class Explainer(PreparedExplainer):
+    """Class activation maps of one model at one layer, prepared once, called often.
+
+    The model is split into its structure and a snapshot of its weights, and the layers are
+    checked, here, once; each call then only checks its inputs and runs the jitted computation,
+    which ``jax.jit`` compiles once per image shape (and shares with :func:`explain` and other
+    explainers of a model of the same structure). Later changes to the model's weights
+    (training in place) are not seen until :meth:`update` is called.
+
+    Example::
+
+        explainer = jaxcam.Explainer(model, target_layer="blocks/3")
+        for images, labels in batches:
+            maps = explainer(images, targets=labels)     # (B, H, W)
+
+    Args:
+      model, target_layer, method, variables, relu, normalize, resize, eigen_smooth, aug_smooth,
+        output_index, **method_options: as for :func:`explain`; ``model`` may also be an NNX
+        model's ``nnx.split`` pair.
+      check_finite: raise if the images hold NaN or inf. NumPy images are checked on the host
+        before the call; a ``jax.Array``'s check is computed with the maps and read when the call
+        returns (one scalar: the call then waits for its result). Pass False to keep a call
+        with device images fully asynchronous.
+
+    Raises:
+      ValueError, TypeError: an unknown method, option or layer, or a model of an unsupported
+        kind.
+    """
+
+    def __init__(self, model: Any, *, target_layer: Any = None, method: str = "gradcam",
+                 variables: Any = None, relu: bool = True, normalize: bool = True,
+                 resize: bool = True, eigen_smooth: bool = False, aug_smooth: bool = False,
+                 check_finite: bool = True, output_index: int | None = None,
+                 **method_options: Any):
+        record = registry.get(method)
+        self._opts = make_options(record, method_options, relu=relu, normalize=normalize,
+                                  resize=resize, eigen_smooth=eigen_smooth,
+                                  aug_smooth=aug_smooth, output_index=output_index)
+        layers = _target_layers(model, target_layer, record)
+        super().__init__(*make_adapter(model, layers, variables), check_finite)
+        self._jitted = _own_jit(explain_core, self._adapter, 2)
+
+    def __call__(self, images: Any, targets: Any = None, *, key: jax.Array | None = None
+                 ) -> jax.Array:
+        """Maps of a batch of images.
+
+        Args:
+          images: (B, H, W, C) float images (NumPy, JAX or a DLPack tensor).
+          targets: None (each image's top class), an int, an int array (B,), or a callable
+            mapping the model output to (B,) scores.
+          key: PRNG key for SmoothGrad's noise (default ``jax.random.key(0)``).
+
+        Returns:
+          (B, H, W) float32 maps, each in [0, 1] when ``normalize``.
+        """
+        return self._run(self._jitted, images, targets, key)
+
+    def _run(self, jitted: Callable[..., Any], images: Any, targets: Any,
+             key: jax.Array | None) -> jax.Array:
+        """One call through ``jitted`` (this explainer's own, or ``explain``'s shared one),
+        which takes the arguments of :func:`jaxcam._pipeline.explain_core` after the adapter."""
+        images, finite_checked = self._checked_images(images)
+        spec, classes = prepare_targets(targets, images.shape[0])
+        if key is None:
+            key = jax.random.key(0)
+        maps, finite, logits = jitted(self._opts, spec, self._state, images, classes, key)
+        self._after_dispatch(classes, logits, finite, finite_checked)
+        return maps
+
+
+def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any = None,
+            method: str = "gradcam", variables: Any = None, relu: bool = True,
+            normalize: bool = True, resize: bool = True, eigen_smooth: bool = False,
+            aug_smooth: bool = False, key: jax.Array | None = None,
+            check_finite: bool = True, output_index: int | None = None,
+            **method_options: Any) -> jax.Array:
+    """Class activation maps of a batch of images, computed in one jitted call.
+
+    Each call splits an NNX model anew (about 100 ms for MSD-Net's cifar10_anytime); to explain
+    many batches with the same weights, build an :class:`Explainer` once and call it.
+
+    Args:
+      model: a ``flax.nnx.Module`` (or its ``nnx.split`` pair); a ``flax.linen.Module`` (with
+        ``variables``, applied as ``model.apply(variables, images)``); or a pair
+        ``(features_fn, head_fn)`` of functions with ``head_fn(features_fn(images))`` the model
+        output.
+      images: (B, H, W, C) NHWC floating-point images (any float dtype; maps are float32).
+      target_layer: the module path, '/'-separated (``"blocks/3"``) or a tuple of parts; a list
+        of them aggregates several layers as pytorch-grad-cam does. Its output is the feature
+        map. Not needed for a function pair or the input-space methods.
+      targets: None (each image's top class), an int, an int array (B,), or a callable mapping
+        the model output to (B,) scores.
+      method: a registered method's name (:data:`jaxcam.METHODS`: pytorch-grad-cam's class
+        names in lower case, plus the input-space methods, plus any registered later).
+      variables: a Linen model's variables.
+      relu, normalize, resize: pytorch-grad-cam's post-processing steps; turn off for raw maps.
+      eigen_smooth: project the weighted activations on their first principal component.
+      aug_smooth: average the maps over horizontal flips and brightness 0.9/1/1.1.
+      key: PRNG key for SmoothGrad's noise (default ``jax.random.key(0)``).
+      check_finite: raise if the images hold NaN or inf: checked on the host for NumPy images,
+        with one scalar device read for a ``jax.Array`` (see :class:`Explainer`). Class
+        targets are range-checked on the host (a ``jax.Array`` of classes is copied there).
+        Under an outer ``jax.jit`` or ``jax.vmap`` (``explain`` works under both) the traced
+        images and classes cannot be checked on the host, so these checks are skipped there.
+      output_index: for a model returning a list or tuple (e.g. one logits array per exit),
+        which element the targets refer to.
+      **method_options: the method's own options (its registry entry's ``options``: e.g.
+        ``batch_size`` for ScoreCAM/AblationCAM, ``steps`` for Integrated Gradients,
+        ``n_samples`` for SmoothGrad); any other keyword is a ``TypeError``.
+
+    Returns:
+      (B, H, W) float32 maps, each in [0, 1] when ``normalize`` (an all-zero map stays zero).
+    """
+    explainer = Explainer(model, target_layer=target_layer, method=method, variables=variables,
+                          relu=relu, normalize=normalize, resize=resize,
+                          eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+                          check_finite=check_finite, output_index=output_index,
+                          **method_options)
+    shared = functools.partial(explain_jit, explainer._adapter)
+    return explainer._run(shared, images, targets, key)
+
+
+class ExitExplainer(PreparedExplainer):
+    """Every exit's class activation maps for one multi-exit model, prepared once, called often.
+
+    The model is split into its structure and a snapshot of its weights here, once; each call
+    then only checks its inputs and runs the jitted computation, which ``jax.jit`` compiles once
+    per image shape (and shares with :func:`explain_exits` and other explainers of a model of
+    the same structure). Later changes to the model's weights (training in place) are not seen
+    until :meth:`update` is called with the model or its new state.
+
+    Example::
+
+        explainer = jaxcam.ExitExplainer(msdnet)          # split and check once
+        for images, labels in batches:
+            maps = explainer(images, targets=labels)     # (K, B, H, W)
+        explainer.update(msdnet)                         # after training it further
+
+    Args:
+      model: the multi-exit model (:class:`jaxcam.adapters.MultiExitModel`:
+        ``exit_features(x) -> [f_1, ..., f_K]`` and ``classify(k, f_k) -> logits``, e.g.
+        ``msdnet_flax.MSDNet``), or an NNX model's ``nnx.split(model)`` pair. An NNX model is
+        evaluated in eval mode on a copy.
+      method: a multi-exit method (:data:`jaxcam.EXIT_METHODS`).
+      exits: which exits (default all), as indices.
+      relu, normalize, resize, eigen_smooth: as in :func:`jaxcam.explain`.
+      check_finite: raise if the images hold NaN or inf. NumPy images are checked on the host
+        before the call; a ``jax.Array``'s check is computed with the maps and read when the call
+        returns (one scalar: the call then waits for its result). Pass False to keep a call
+        with device images fully asynchronous.
+
+    Raises:
+      ValueError, TypeError: an unsupported method or model, or exits out of range.
+    """
+
+    def __init__(self, model: Any, *, method: str = "gradcam",
+                 exits: Sequence[int] | None = None, relu: bool = True, normalize: bool = True,
+                 resize: bool = True, eigen_smooth: bool = False, check_finite: bool = True):
+        record = registry.get(method)
+        if not record.multi_exit:
+            raise ValueError(f"explain_exits supports the activation-gradient methods "
+                             f"{', '.join(registry.names(multi_exit=True))}; got "
+                             f"{record.name!r} (use jaxcam.explain for it)")
+        adapter, state, n_exits = make_exit_adapter(model)
+        super().__init__(adapter, state, check_finite)
+        self._n_exits: int | None = None
+        self._requested = None if exits is None else tuple(int(k) for k in exits)
+        if self._requested is not None and not self._requested:
+            raise ValueError("exits is empty; pass None for all exits or a list of exit indices")
+        if n_exits is not None:
+            self._set_exit_count(n_exits)
+        self._opts = make_options(record, {}, relu=relu, normalize=normalize, resize=resize,
+                                  eigen_smooth=eigen_smooth)
+        self._jitted = _own_jit(explain_exits_core, self._adapter, 3)
+
+    def _set_exit_count(self, n_exits: int) -> None:
+        requested = self._requested
+        if requested is not None and any(not 0 <= k < n_exits for k in requested):
+            raise ValueError(f"exits {list(requested)} out of range: the model has exits "
+                             f"0..{n_exits - 1}")
+        self._n_exits = n_exits
+
+    @property
+    def exits(self) -> tuple[int, ...] | None:
+        """The explained exits' indices (None until known, for a model without ``num_exits``
+        that has not been called yet)."""
+        if self._n_exits is None:
+            return None
+        return self._requested if self._requested is not None else tuple(range(self._n_exits))
+
+    def __call__(self, images: Any, targets: Any = None, *, return_logits: bool = False
+                 ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """Maps of the requested exits.
+
+        Args:
+          images: (B, H, W, C) float images (NumPy, JAX or a DLPack tensor).
+          targets: None (each exit's own top class), an int or (B,) classes for every exit,
+            (K, B) classes per exit, or a callable mapping one exit's logits to (B,) scores.
+          return_logits: also return the (K, B, num_classes) logits of the requested exits.
+
+        Returns:
+          (K, B, H, W) float32 maps (and the logits if asked).
+        """
+        return self._run(self._jitted, images, targets, return_logits)
+
+    def _run(self, jitted: Callable[..., Any], images: Any, targets: Any, return_logits: bool
+             ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """One call through ``jitted`` (this explainer's own, or ``explain_exits``' shared one),
+        which takes the arguments of :func:`jaxcam._exit_pipeline.explain_exits_core` after
+        the adapter."""
+        images, finite_checked = self._checked_images(images)
+        if self._n_exits is None:  # trace once, abstractly, to count the exits
+            adapter, state = self._adapter, self._state
+            self._set_exit_count(len(jax.eval_shape(
+                lambda x: adapter.model(state).exit_features(x), images)))
+        exits = self.exits
+        spec, classes = prepare_exit_targets(targets, len(exits), images.shape[0])
+        maps, logits, finite = jitted(exits, self._opts, spec, self._state, images, classes)
+        self._after_dispatch(classes, logits, finite, finite_checked)
+        return (maps, logits) if return_logits else maps
+
+
+def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str = "gradcam",
+                  exits: Sequence[int] | None = None, relu: bool = True, normalize: bool = True,
+                  resize: bool = True, eigen_smooth: bool = False, check_finite: bool = True,
+                  return_logits: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Class activation maps of every requested exit of a multi-exit model, in one pass.
+
+    Works for any model exposing ``exit_features(x) -> [f_1, ..., f_K]`` (each exit's classifier
+    input, NHWC) and ``classify(k, f_k) -> logits`` (e.g. ``msdnet_flax.MSDNet``); an NNX model is
+    evaluated in eval mode on a copy. Exit k's map explains ``classify(k, .)`` at ``f_k``.
+
+    Each call splits the model anew (about 100 ms for MSD-Net's cifar10_anytime); to explain
+    many batches with the same weights, build a :class:`ExitExplainer` once and call it.
+
+    Args:
+      model: the multi-exit model, or an NNX model's ``nnx.split`` pair.
+      images: (B, H, W, C) float images.
+      targets: None (each exit's own top class), an int or (B,) classes for every exit, (K, B)
+        classes per exit, or a callable mapping one exit's logits to (B,) scores.
+      method: a multi-exit method (:data:`jaxcam.EXIT_METHODS`).
+      exits: which exits (default all), as indices.
+      relu, normalize, resize, eigen_smooth: as in :func:`jaxcam.explain`.
+      check_finite: raise if the images hold NaN or inf (see :class:`ExitExplainer`).
+      return_logits: also return the (K, B, num_classes) logits of the requested exits.
+
+    Returns:
+      (K, B, H, W) float32 maps (and the logits if asked).
+    """
+    explainer = ExitExplainer(model, method=method, exits=exits, relu=relu, normalize=normalize,
+                              resize=resize, eigen_smooth=eigen_smooth,
+                              check_finite=check_finite)
+    shared = functools.partial(explain_exits_jit, explainer._adapter)
+    return explainer._run(shared, images, targets, return_logits)

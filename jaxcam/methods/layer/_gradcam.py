@@ -1,0 +1,47 @@
+"""Grad-CAM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxcam.methods.layer._common import as_float_array, combine_channels, spatial_axes
+from jaxcam.registry import Method, register
+
+
+def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> jax.Array:
+    """Grad-CAM: channels weighted by their spatially averaged gradient.
+
+    ``w_c = mean_{ij} G_ijc``, ``cam_ij = sum_c w_c A_ijc``.
+
+    Args:
+        activations: ``(B, h, w, C)`` activations ``A`` of the target layer.
+        gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
+        eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing
+            over channels.
+
+    Returns:
+        The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
+
+    References:
+        Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+        Localization", ICCV 2017. https://arxiv.org/abs/1610.02391
+    """
+    activations = as_float_array(activations, "activations")
+    gradients = as_float_array(gradients, "gradients")
+    weights = jnp.mean(gradients, axis=spatial_axes(gradients), keepdims=True)
+    return combine_channels(weights * activations, eigen_smooth)
+
+
+METHOD = register(Method(
+    name="gradcam",
+    kind="activation_gradient",
+    fn=gradcam,
+    summary="channels weighted by their spatially averaged gradient",
+    paper="Selvaraju et al., ICCV 2017",
+    uses_gradients=True,
+    multi_exit=True,
+    class_name="GradCAM",
+))
