@@ -17,20 +17,9 @@ import jax
 from jaxcam import methods, registry  # noqa: F401  (methods: registers the built-in methods)
 from jaxcam.explainer import explain
 
-__all__ = [
-    "BaseCAM",
-    "cam_class",
-    "GradCAM",
-    "GradCAMPlusPlus",
-    "XGradCAM",
-    "HiResCAM",
-    "GradCAMElementWise",
-    "LayerCAM",
-    "EigenCAM",
-    "EigenGradCAM",
-    "ScoreCAM",
-    "AblationCAM",
-]
+__all__ = ["BaseCAM", "cam_class", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM",
+           "GradCAMElementWise", "LayerCAM", "EigenCAM", "EigenGradCAM", "ScoreCAM",
+           "AblationCAM"]
 
 
 class BaseCAM:

@@ -29,6 +29,8 @@ from typing import Any
 
 import jax
 
+from jaxcam.targets import ScoreFn
+
 __all__ = [
     "KINDS",
     "InputProbe",
@@ -44,8 +46,6 @@ __all__ = [
 ]
 
 KINDS = ("activation_gradient", "layer_score", "input")
-
-ScoreFn = Callable[[jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)

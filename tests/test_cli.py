@@ -122,7 +122,6 @@ def test_npz_maps_equal_explain_exits_on_the_same_batch(run, ckpt):
                       for f in data["files"]])
     maps, logits = jaxcam.explain_exits(model, normalize(batch, MEAN, STD), return_logits=True)
     assert data["maps"].dtype == np.float32 and data["maps"].shape == (2, 5, 32, 32)
-    print("DBG", names, np.abs(data["maps"] - np.asarray(maps)).max((0, 2, 3)), np.abs(data["logits"] - np.asarray(logits)).max(), model.__class__, getattr(model, "training", None))
     np.testing.assert_allclose(data["maps"], np.asarray(maps), atol=1e-5)
     np.testing.assert_allclose(data["logits"], np.asarray(logits), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(data["targets"], np.asarray(logits).argmax(-1))

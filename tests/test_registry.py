@@ -93,9 +93,9 @@ def test_explain_runs_a_registered_method(method, data):
     got = jaxcam.explain(model, x, target_layer="features", targets=classes, method=NAME)
     np.testing.assert_allclose(np.asarray(got), reference(model, x, classes), atol=1e-5)
     scaled = jaxcam.explain(model, x, target_layer="features", targets=classes, method=NAME,
-                            normalize=False, scale=-2.0)
+                            normalize=False, resize=False, scale=-2.0)
     raw = jaxcam.explain(model, x, target_layer="features", targets=classes, method=NAME,
-                         normalize=False, relu=False)
+                         normalize=False, resize=False, relu=False)
     np.testing.assert_allclose(np.asarray(scaled), np.maximum(-2.0 * np.asarray(raw), 0.0),
                                atol=1e-5)
     with pytest.raises(TypeError, match="unknown option.*bad.*scale"):

@@ -76,10 +76,11 @@ def make_exit_adapter(model: Any) -> tuple[NnxAdapter | ObjectExitAdapter, Any, 
     """
     # An nnx.split pair is merged once here, for the checks.
     probe = nnx.merge(*model) if is_presplit(model) else model
-    for attr in ("exit_features", "classify"):
-        if not callable(getattr(probe, attr, None)):
-            raise TypeError(f"explain_exits needs a model with exit_features(x) and "
-                            f"classify(k, features); {type(probe).__name__} has no {attr}")
+    missing = [attr for attr in ("exit_features", "classify")
+               if not callable(getattr(probe, attr, None))]
+    if missing or not isinstance(probe, MultiExitModel):
+        raise TypeError(f"explain_exits needs a MultiExitModel, with exit_features(x) and "
+                        f"classify(k, features); {type(probe).__name__} has no {missing[0]}")
     n_exits = getattr(probe, "num_exits", None)
     n_exits = None if n_exits is None else int(n_exits)
     if is_nnx(model):

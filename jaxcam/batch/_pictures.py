@@ -1,7 +1,7 @@
 """Per-image pictures (``<name>_cam.png``, ``<name>_exits.png``) and gallery entries.
 
-The pictures are those ``jaxcam explain`` has always written; the gallery entries are rebuilt
-from the shards' own records at the end of a run, so a resumed run's gallery lists every image.
+The gallery entries are rebuilt from the shards' own records at the end of a run, so a resumed
+run's gallery lists every image.
 """
 
 from __future__ import annotations

@@ -195,7 +195,8 @@ def _offer(q: queue.Queue, item: Any, stop: threading.Event) -> None:
             continue
 
 
-def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep, prep: Preprocessing,
+def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep,
+              preprocessing: Preprocessing,
               target: str | int, classes: Mapping[str, int], keep_original: bool,
               max_pixels: int, workers: int,
               batches: queue.Queue, writer_q: queue.Queue, timings: Timings,
@@ -223,7 +224,7 @@ def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep, prep: Pr
             def submit() -> None:
                 i = next(order, None)
                 if i is not None:
-                    window.append(pool.submit(_prepare, inputs, i, prep, classes,
+                    window.append(pool.submit(_prepare, inputs, i, preprocessing, classes,
                                               need_label, keep_original, max_pixels))
 
             for _ in range(depth):

@@ -38,7 +38,7 @@ __all__ = ["BatchJob", "RunSummary", "RunMismatchError", "explain_dataset", "SMA
            "model_digest"]
 
 # Up to this many inputs a run is "small": by default it also writes every picture, the
-# gallery and a merged cams.npz with float32 maps (what `jaxcam explain` did on a folder).
+# gallery and a merged cams.npz with float32 maps: a folder of photos is small enough to look at.
 SMALL_RUN = 1000
 _SHARD_BYTES = 64 << 20  # aim for shards of about this size (bounds the writer's memory)
 

@@ -125,19 +125,33 @@ def exit_grid(image: Any, masks: Any, *, pred: Sequence[int], conf: Sequence[flo
         if label is not None:
             y, x = cell(r + 1, 0)
             _put(canvas, str(label), x, y + th // 2, tw, _INK, 0.6)
-        for i in range(k):
-            y, x = cell(r, i + 1)
-            tile = show_cam_on_image(img, row_masks[i], use_rgb=True, image_weight=image_weight)
-            canvas[y:y + th, x:x + tw] = _upscale(tile, (th, tw), interpolation)
-            ok = correct[i]
-            color = _INK if ok is None else (_GREEN if ok else _RED)
-            if ok is not None:
-                cv2.rectangle(canvas, (x - 2, y - 2), (x + tw + 1, y + th + 1), color, 2)
-            if label is not None:
-                continue
-            _put(canvas, f"exit {exit_numbers[i]}", x, y + th + 16, tw, _INK)
-            _put(canvas, class_names[int(pred[i])], x, y + th + 34, tw, color)
-            used = _put(canvas, f"{100 * float(conf[i]):.0f}%", x, y + th + 52, tw - 16, color)
-            if ok is not None:
-                _mark(canvas, x + used + 5, y + th + 52, bool(ok))
+        _draw_row(canvas, img, row_masks, [cell(r, i + 1) for i in range(k)], (th, tw),
+                  correct, None if label is not None else
+                  [(exit_numbers[i], class_names[int(pred[i])], float(conf[i]))
+                   for i in range(k)],
+                  image_weight, interpolation)
     return canvas
+
+
+def _draw_row(canvas: np.ndarray, img: np.ndarray, masks: np.ndarray,
+              cells: Sequence[tuple[int, int]], tile: tuple[int, int],
+              correct: Sequence[bool | None],
+              captions: Sequence[tuple[int, str, float]] | None, image_weight: float,
+              interpolation: int) -> None:
+    """One overlay per exit at ``cells``, framed by correctness, captioned on the first row."""
+    th, tw = tile
+    for i, (y, x) in enumerate(cells):
+        overlay = show_cam_on_image(img, masks[i], use_rgb=True, image_weight=image_weight)
+        canvas[y:y + th, x:x + tw] = _upscale(overlay, (th, tw), interpolation)
+        ok = correct[i]
+        color = _INK if ok is None else (_GREEN if ok else _RED)
+        if ok is not None:
+            cv2.rectangle(canvas, (x - 2, y - 2), (x + tw + 1, y + th + 1), color, 2)
+        if captions is None:
+            continue
+        number, name, conf = captions[i]
+        _put(canvas, f"exit {number}", x, y + th + 16, tw, _INK)
+        _put(canvas, name, x, y + th + 34, tw, color)
+        used = _put(canvas, f"{100 * conf:.0f}%", x, y + th + 52, tw - 16, color)
+        if ok is not None:
+            _mark(canvas, x + used + 5, y + th + 52, bool(ok))

@@ -218,10 +218,6 @@ def _guided_backprop_probe(probe: InputProbe) -> jax.Array:
 
 
 METHOD = register(Method(
-    name="guidedbackprop",
-    kind="input",
-    fn=_guided_backprop_probe,
+    name="guidedbackprop", kind="input", fn=_guided_backprop_probe,
     summary="input gradient with every ReLU's backward pass guided (positive only)",
-    paper="Springenberg et al., ICLR Workshops 2015",
-    needs_layer=False,
-))
+    paper="Springenberg et al., ICLR Workshops 2015", needs_layer=False))

@@ -41,9 +41,6 @@ def _guided_gradcam_probe(probe: InputProbe) -> jax.Array:
 
 
 METHOD = register(Method(
-    name="guidedgradcam",
-    kind="input",
-    fn=_guided_gradcam_probe,
+    name="guidedgradcam", kind="input", fn=_guided_gradcam_probe,
     summary="guided backprop masked by the Grad-CAM map of the target layer",
-    paper="Selvaraju et al., ICCV 2017",
-))
+    paper="Selvaraju et al., ICCV 2017"))

@@ -117,11 +117,7 @@ def _integrated_gradients_probe(probe: InputProbe, *,
 
 
 METHOD = register(Method(
-    name="integratedgradients",
-    kind="input",
-    fn=_integrated_gradients_probe,
+    name="integratedgradients", kind="input", fn=_integrated_gradients_probe,
     summary="input gradients integrated along the path from a baseline to the image",
-    paper="Sundararajan, Taly & Yan, ICML 2017",
-    needs_layer=False,
-    options=("baseline", "steps", "batch_size"),
-))
+    paper="Sundararajan, Taly & Yan, ICML 2017", needs_layer=False,
+    options=("baseline", "steps", "batch_size")))

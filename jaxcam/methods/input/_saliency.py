@@ -40,10 +40,6 @@ def _saliency_probe(probe: InputProbe) -> jax.Array:
 
 
 METHOD = register(Method(
-    name="saliency",
-    kind="input",
-    fn=_saliency_probe,
+    name="saliency", kind="input", fn=_saliency_probe,
     summary="absolute input gradient of the score, max over colour channels",
-    paper="Simonyan, Vedaldi & Zisserman, ICLR Workshops 2014",
-    needs_layer=False,
-))
+    paper="Simonyan, Vedaldi & Zisserman, ICLR Workshops 2014", needs_layer=False))

@@ -114,11 +114,7 @@ def _smoothgrad_probe(probe: InputProbe, *, n_samples: int = 25, noise_level: fl
 
 
 METHOD = register(Method(
-    name="smoothgrad",
-    kind="input",
-    fn=_smoothgrad_probe,
+    name="smoothgrad", kind="input", fn=_smoothgrad_probe,
     summary="input gradients averaged over noisy copies of the image",
-    paper="Smilkov et al., arXiv 1706.03825, 2017",
-    needs_layer=False,
-    options=("n_samples", "noise_level", "square", "batch_size"),
-))
+    paper="Smilkov et al., arXiv 1706.03825, 2017", needs_layer=False,
+    options=("n_samples", "noise_level", "square", "batch_size")))

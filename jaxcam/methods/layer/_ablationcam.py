@@ -132,12 +132,7 @@ def _ablationcam_probe(probe: LayerProbe, *, batch_size: int | None = 32,
 
 
 METHOD = register(Method(
-    name="ablationcam",
-    kind="layer_score",
-    fn=_ablationcam_probe,
+    name="ablationcam", kind="layer_score", fn=_ablationcam_probe,
     summary="channels weighted by the relative score drop when each is ablated (no gradients)",
-    paper="Desai & Ramaswamy, WACV 2020",
-    uses_gradients=False,
-    class_name="AblationCAM",
-    options=("batch_size", "ablation_value", "pgc_batch_size"),
-))
+    paper="Desai & Ramaswamy, WACV 2020", uses_gradients=False, class_name="AblationCAM",
+    options=("batch_size", "ablation_value", "pgc_batch_size")))

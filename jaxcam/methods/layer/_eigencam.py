@@ -36,12 +36,7 @@ def eigencam(
 
 
 METHOD = register(Method(
-    name="eigencam",
-    kind="activation_gradient",
-    fn=eigencam,
+    name="eigencam", kind="activation_gradient", fn=eigencam,
     summary="first principal component of the activations (no gradients)",
-    paper="Muhammad & Yeasin, IJCNN 2020",
-    uses_gradients=False,
-    multi_exit=True,
-    class_name="EigenCAM",
-))
+    paper="Muhammad & Yeasin, IJCNN 2020", uses_gradients=False, multi_exit=True,
+    class_name="EigenCAM"))

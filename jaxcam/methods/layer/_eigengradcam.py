@@ -35,12 +35,7 @@ def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False
 
 
 METHOD = register(Method(
-    name="eigengradcam",
-    kind="activation_gradient",
-    fn=eigengradcam,
+    name="eigengradcam", kind="activation_gradient", fn=eigengradcam,
     summary="first principal component of activations times gradients",
     paper="after Muhammad & Yeasin, IJCNN 2020 (pytorch-grad-cam's EigenGradCAM)",
-    uses_gradients=True,
-    multi_exit=True,
-    class_name="EigenGradCAM",
-))
+    multi_exit=True, class_name="EigenGradCAM"))

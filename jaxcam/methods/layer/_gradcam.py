@@ -36,12 +36,6 @@ def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> 
 
 
 METHOD = register(Method(
-    name="gradcam",
-    kind="activation_gradient",
-    fn=gradcam,
+    name="gradcam", kind="activation_gradient", fn=gradcam,
     summary="channels weighted by their spatially averaged gradient",
-    paper="Selvaraju et al., ICCV 2017",
-    uses_gradients=True,
-    multi_exit=True,
-    class_name="GradCAM",
-))
+    paper="Selvaraju et al., ICCV 2017", multi_exit=True, class_name="GradCAM"))

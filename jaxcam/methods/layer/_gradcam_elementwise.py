@@ -38,12 +38,7 @@ def gradcamelementwise(
 
 
 METHOD = register(Method(
-    name="gradcamelementwise",
-    kind="activation_gradient",
-    fn=gradcamelementwise,
+    name="gradcamelementwise", kind="activation_gradient", fn=gradcamelementwise,
     summary="ReLU of activations times gradients, summed over channels",
-    paper="after Draelos & Carin, 2020 (pytorch-grad-cam's GradCAMElementWise)",
-    uses_gradients=True,
-    multi_exit=True,
-    class_name="GradCAMElementWise",
-))
+    paper="after Draelos & Carin, 2020 (pytorch-grad-cam's GradCAMElementWise)", multi_exit=True,
+    class_name="GradCAMElementWise"))

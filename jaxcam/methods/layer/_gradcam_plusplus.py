@@ -49,12 +49,6 @@ def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = Fa
 
 
 METHOD = register(Method(
-    name="gradcamplusplus",
-    kind="activation_gradient",
-    fn=gradcamplusplus,
+    name="gradcamplusplus", kind="activation_gradient", fn=gradcamplusplus,
     summary="positive gradients weighted by per-pixel alpha coefficients",
-    paper="Chattopadhyay et al., WACV 2018",
-    uses_gradients=True,
-    multi_exit=True,
-    class_name="GradCAMPlusPlus",
-))
+    paper="Chattopadhyay et al., WACV 2018", multi_exit=True, class_name="GradCAMPlusPlus"))

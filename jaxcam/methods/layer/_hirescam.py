@@ -35,12 +35,6 @@ def hirescam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) ->
 
 
 METHOD = register(Method(
-    name="hirescam",
-    kind="activation_gradient",
-    fn=hirescam,
+    name="hirescam", kind="activation_gradient", fn=hirescam,
     summary="activations times gradients, element-wise, summed over channels",
-    paper="Draelos & Carin, arXiv 2011.08891, 2020",
-    uses_gradients=True,
-    multi_exit=True,
-    class_name="HiResCAM",
-))
+    paper="Draelos & Carin, arXiv 2011.08891, 2020", multi_exit=True, class_name="HiResCAM"))

@@ -35,12 +35,6 @@ def layercam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) ->
 
 
 METHOD = register(Method(
-    name="layercam",
-    kind="activation_gradient",
-    fn=layercam,
+    name="layercam", kind="activation_gradient", fn=layercam,
     summary="activations weighted by their positive gradients, pixel by pixel",
-    paper="Jiang et al., IEEE TIP 2021",
-    uses_gradients=True,
-    multi_exit=True,
-    class_name="LayerCAM",
-))
+    paper="Jiang et al., IEEE TIP 2021", multi_exit=True, class_name="LayerCAM"))

@@ -116,12 +116,7 @@ def _scorecam_probe(probe: LayerProbe, *, batch_size: int | None = 16) -> jax.Ar
 
 
 METHOD = register(Method(
-    name="scorecam",
-    kind="layer_score",
-    fn=_scorecam_probe,
+    name="scorecam", kind="layer_score", fn=_scorecam_probe,
     summary="channels weighted by the score of the image masked by each (no gradients)",
-    paper="Wang et al., CVPR Workshops 2020",
-    uses_gradients=False,
-    class_name="ScoreCAM",
-    options=("batch_size",),
-))
+    paper="Wang et al., CVPR Workshops 2020", uses_gradients=False, class_name="ScoreCAM",
+    options=("batch_size",)))

@@ -43,12 +43,6 @@ def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) ->
 
 
 METHOD = register(Method(
-    name="xgradcam",
-    kind="activation_gradient",
-    fn=xgradcam,
+    name="xgradcam", kind="activation_gradient", fn=xgradcam,
     summary="gradients averaged with the normalised activations as weights",
-    paper="Fu et al., BMVC 2020",
-    uses_gradients=True,
-    multi_exit=True,
-    class_name="XGradCAM",
-))
+    paper="Fu et al., BMVC 2020", multi_exit=True, class_name="XGradCAM"))

@@ -166,13 +166,10 @@ def analyze_exits(model: Any, dataset: ArrayDataset, *, methods: Sequence[str] =
     t0 = time.perf_counter()
     logits = predict(model, dataset.images[order], batch_size, mean=mean, std=std)
     correct = (logits.argmax(-1) == labels[None]).astype(np.float64)
-    targets = np.broadcast_to(labels, logits.shape[:2]) if target == "true" \
-        else logits.argmax(-1)
     clock["predict"] = time.perf_counter() - t0
-
-    x = np.asarray(normalize(dataset.images[order], mean, std))
     per_method, sizes = _all_method_values(
-        model, methods, x, dataset.masks[order], np.ascontiguousarray(targets, np.int32),
+        model, methods, np.asarray(normalize(dataset.images[order], mean, std)),
+        dataset.masks[order], _targets(target, labels, logits),
         batch_size=batch_size, steps=steps, rows=rows, scorecam_images=scorecam_images,
         faithfulness_images=faithfulness_images, clock=clock, say=say)
 
@@ -203,6 +200,13 @@ def analyze_exits(model: Any, dataset: ArrayDataset, *, methods: Sequence[str] =
         "groupings": groupings,
         "timing": {"seconds": clock, "total_seconds": float(sum(clock.values()))},
     }
+
+
+def _targets(target: str, labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """``(K, n)`` int32 classes explained: the labels, or each exit's prediction."""
+    targets = np.broadcast_to(labels, logits.shape[:2]) if target == "true" \
+        else logits.argmax(-1)
+    return np.ascontiguousarray(targets, np.int32)
 
 
 def _check(dataset: ArrayDataset, methods: Sequence[str], target: str) -> tuple[str, ...]:
