@@ -10,6 +10,7 @@ Needs the ``[torch]`` extra; importing :mod:`msdnet_flax` alone never imports th
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from msdnet_flax.interop.pytorch import TorchMSDNet
 from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.msdnet import MSDNet
 
-__all__ = ["ExitModel", "Twins", "make_twins", "module_at", "nchw", "nhwc",
+__all__ = ["ExitModel", "Twins", "assert_close", "make_twins", "module_at", "nchw", "nhwc",
            "random_torch_msdnet", "randomize_batchnorm", "twins"]
 
 
@@ -88,6 +89,26 @@ def make_twins(config: MSDNetConfig, rng: np.random.Generator) -> tuple[TorchMSD
     """
     torch_model = random_torch_msdnet(config, rng)
     return torch_model, load_pytorch_checkpoint(torch_model.state_dict(), config)
+
+
+def assert_close(actual: Any, expected: Any, what: str, rtol: float = 1e-4) -> None:
+    """Assert the largest difference is under ``rtol`` times the reference's largest magnitude.
+
+    One scale for the whole array, not per element: twins differ by float rounding, which is
+    relative to the array's size, and elements near zero would make a per-element check fail.
+
+    Args:
+      actual: the array checked.
+      expected: the reference (same shape, not all zero).
+      what: names the array in the failure message.
+      rtol: the largest relative error allowed.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = np.abs(expected).max()
+    assert scale > 0 and np.isfinite(scale), f"{what}: degenerate reference (max |ref| {scale})"
+    err = np.abs(actual - expected).max() / scale
+    assert err < rtol, f"{what}: relative error {err:.3e} >= {rtol:g}"
 
 
 def nhwc(t: torch.Tensor) -> np.ndarray:

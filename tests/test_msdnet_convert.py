@@ -21,10 +21,9 @@ import msdnet_flax
 from msdnet_flax.interop.pytorch import TorchMSDNet
 from msdnet_flax.model import presets as configs
 from msdnet_flax.model.config import MSDNetConfig
-from msdnet_flax.testing import nchw, random_torch_msdnet
+from msdnet_flax.testing import assert_close, nchw, random_torch_msdnet
 
 PARITY_PRESETS = ["cifar10_anytime", "cifar100_anytime", "cifar100_budgeted", "imagenet_step4"]
-RTOL = 1e-4
 
 # A small CIFAR network for the tests that are about conversion, not about one architecture.
 SMALL = MSDNetConfig(data="cifar", num_classes=7, n_blocks=3, n_channels=8, base=2, step=1,
@@ -63,15 +62,6 @@ def torch_outputs(model: TorchMSDNet, x: np.ndarray) -> tuple[list[np.ndarray], 
 def images(rng: np.random.Generator, config: MSDNetConfig, batch: int) -> np.ndarray:
     size = config.image_size
     return rng.normal(size=(batch, size, size, 3)).astype(np.float32)
-
-
-def assert_close(actual, expected, what: str, rtol: float = RTOL) -> None:
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    scale = np.abs(expected).max()
-    assert scale > 0 and np.isfinite(scale), f"{what}: degenerate reference (max |ref| {scale})"
-    err = np.abs(actual - expected).max() / scale
-    assert err < rtol, f"{what}: relative error {err:.3e} >= {rtol:g}"
 
 
 def assert_outputs_match(features, logits, ref_features, ref_logits, tag: str = "") -> None:

@@ -1,4 +1,4 @@
-"""``msdnet_flax.cost.cost`` against an independent count and against the paper.
+"""``msdnet_flax.model.cost.cost`` against an independent count and against the paper.
 
 The independent count runs the PyTorch twin with forward hooks on every leaf module and applies
 kalviny/MSDNet-PyTorch ``op_counter.py``'s rules to the tensors that actually flow, in the order

@@ -24,7 +24,7 @@ from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.cost import cost
 from msdnet_flax.model.msdnet import check_images
 from msdnet_flax.model.plan import MSDLayerSpec, TransitionSpec, block_steps, build_plan
-from msdnet_flax.testing import random_torch_msdnet
+from msdnet_flax.testing import assert_close, random_torch_msdnet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,15 +40,6 @@ TINY = MSDNetConfig(data="cifar", num_classes=5, n_blocks=2, n_channels=8, base=
 
 
 # ----------------------------------------------------------------------------------- helpers
-
-
-def assert_close(actual, expected, what: str, rtol: float = 1e-4) -> None:
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    scale = np.abs(expected).max()
-    assert scale > 0 and np.isfinite(scale), f"{what}: degenerate reference (max |ref| {scale})"
-    err = np.abs(actual - expected).max() / scale
-    assert err < rtol, f"{what}: relative error {err:.3e} >= {rtol:g}"
 
 
 def images(rng: np.random.Generator, config: MSDNetConfig, batch: int = 2) -> np.ndarray:

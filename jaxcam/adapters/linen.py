@@ -94,7 +94,19 @@ class LinenAdapter:
     @classmethod
     def prepare(cls, module: Any, layers: Sequence[LayerPath], variables: Any
                 ) -> tuple[LinenAdapter, Any]:
-        """The adapter and its state (the variables), or an error if they are missing."""
+        """The adapter and its state.
+
+        Args:
+          module: the ``flax.linen.Module``.
+          layers: the paths to tap (checked per image shape, by :meth:`check_call`).
+          variables: its variables.
+
+        Returns:
+          The adapter and its state (the variables).
+
+        Raises:
+          ValueError: no variables.
+        """
         if variables is None:
             raise ValueError("a Flax Linen model needs its variables: pass "
                              "variables={'params': ..., 'batch_stats': ...} (what model.init "
@@ -103,7 +115,16 @@ class LinenAdapter:
 
     def forward(self, state: Any, images: jax.Array, edits: Sequence[Edit] | None = None
                 ) -> tuple[Any, list[jax.Array]]:
-        """The model's output and the tapped layers' outputs (before ``edits``)."""
+        """The model's output and the tapped layers' outputs.
+
+        Args:
+          state: the variables.
+          images: the model input.
+          edits: ``edits[i]`` replaces layer i's output on its way up (default: none).
+
+        Returns:
+          The model output and the tapped layers' outputs (before ``edits``).
+        """
         recorder = Recorder(self.layers, edits or [lambda a: a] * len(self.layers))
 
         def interceptor(next_fun, args, kwargs, context):

@@ -174,7 +174,18 @@ class NnxAdapter:
 
     @classmethod
     def prepare(cls, model: Any, layers: Sequence[LayerPath]) -> tuple[NnxAdapter, Any]:
-        """Check the layers, split the model once; returns the adapter and its weights."""
+        """Check the layers and split the model, once.
+
+        Args:
+          model: an ``nnx.Module`` or its ``nnx.split`` pair.
+          layers: the paths to tap.
+
+        Returns:
+          The adapter and its state (the weights' leaves).
+
+        Raises:
+          ValueError: a layer that does not exist (the message lists the ones that do).
+        """
         check_nnx_layers(nnx.merge(*model) if is_presplit(model) else model, layers)
         frozen, leaves = split_model(model)
         return cls(frozen, tuple(layers)), leaves
@@ -185,7 +196,16 @@ class NnxAdapter:
 
     def forward(self, state: Any, images: jax.Array, edits: Sequence[Edit] | None = None
                 ) -> tuple[Any, list[jax.Array]]:
-        """The model's output and the tapped layers' outputs (before ``edits``)."""
+        """The model's output and the tapped layers' outputs.
+
+        Args:
+          state: the weights' leaves.
+          images: the model input.
+          edits: ``edits[i]`` replaces layer i's output on its way up (default: none).
+
+        Returns:
+          The model output and the tapped layers' outputs (before ``edits``).
+        """
         recorder = Recorder(self.layers, edits or [lambda a: a] * len(self.layers))
 
         class Tap(nnx.Module):

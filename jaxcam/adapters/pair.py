@@ -34,7 +34,18 @@ class PairAdapter:
 
     @classmethod
     def prepare(cls, pair: Any, layers: Sequence[LayerPath]) -> tuple[PairAdapter, None]:
-        """The adapter (a pair has one tap point, so ``layers`` must hold at most one)."""
+        """The adapter of a function pair.
+
+        Args:
+          pair: ``(features_fn, head_fn)``.
+          layers: at most one path (a pair has one tap point; its name is not used).
+
+        Returns:
+          The adapter and its state (None).
+
+        Raises:
+          ValueError: several layers.
+        """
         if len(layers) > 1:
             raise ValueError("a (features_fn, head_fn) model has one tap point, the output of "
                              "features_fn; pass target_layer=None")
@@ -42,7 +53,16 @@ class PairAdapter:
 
     def forward(self, state: Any, images: jax.Array, edits: Sequence[Edit] | None = None
                 ) -> tuple[Any, list[jax.Array]]:
-        """The model's output and the features (before ``edits[0]``)."""
+        """The model's output and the features.
+
+        Args:
+          state: unused (None).
+          images: the model input.
+          edits: ``edits[0]`` replaces the features on their way to ``head_fn``.
+
+        Returns:
+          The model output and ``[features]`` (before the edit).
+        """
         acts = self.features_fn(images)
         edit = edits[0] if edits else (lambda a: a)
         return self.head_fn(edit(acts)), [acts]

@@ -13,8 +13,9 @@ become model inputs (:class:`Preprocessing`) and may add columns and links to th
 
 Modules: ``_sources`` (inputs), ``_names`` (files and output names), ``_decode`` (safe
 decoding, resizing), ``_preprocessing``, ``_engine`` (device step), ``_pipeline`` (threads),
-``_shards`` (shard files), ``_run`` (a run), ``_finish`` (manifest, errors, cams.npz, gallery),
-``_extras``, ``_reader``, ``_distributed``, ``_pictures``, ``_progress``.
+``_shards`` (shard files), ``_plan`` (a run's settings), ``_run`` (a run), ``_finish``
+(manifest, errors, cams.npz, gallery), ``_extras``, ``_reader``, ``_distributed``,
+``_pictures``, ``_progress``.
 """
 
 from jaxcam.batch._decode import (
@@ -32,16 +33,10 @@ from jaxcam.batch._engine import ExplainStep
 from jaxcam.batch._extras import GalleryExtras
 from jaxcam.batch._names import expand_inputs, unique_names
 from jaxcam.batch._pipeline import Timings
+from jaxcam.batch._plan import SMALL_RUN, BatchJob, RunMismatchError, model_digest
 from jaxcam.batch._preprocessing import Preprocessing
 from jaxcam.batch._reader import Result, Results, open_results
-from jaxcam.batch._run import (
-    SMALL_RUN,
-    BatchJob,
-    RunMismatchError,
-    RunSummary,
-    explain_dataset,
-    model_digest,
-)
+from jaxcam.batch._run import RunSummary, explain_dataset
 from jaxcam.batch._shards import owned_shards, shard_ranges
 from jaxcam.batch._sources import (
     FileSource,

@@ -75,8 +75,8 @@ class ExplainStep:
                  ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
             self.compilations += 1  # runs only while tracing: once per compilation
             net = merge_eval(graph, state)
-            # msdnet_flax.data.normalize's arithmetic, so results equal explaining a batch
-            # normalised on the host.
+            # The arithmetic of the usual host-side normalisation, (x / 255 - mean) / std in
+            # float32; inside the compiled step (one compilation) it may differ in the last bit.
             x = (images * (1.0 / 255.0) - jnp.asarray(mean32)) / jnp.asarray(std32)
             targets = None if target == "pred" else classes
             maps, logits = explain_exits(net, x, targets=targets, method=method,

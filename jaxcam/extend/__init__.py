@@ -1,4 +1,4 @@
-"""Semi-public building blocks other packages may build on (as ``jax.extend`` / ``equinox.internal``).
+"""Semi-public building blocks for other packages (as ``jax.extend`` / ``equinox.internal``).
 
 No stability promise: names here may change between minor releases. This is the only part of
 jaxcam that :mod:`msdnet_flax` imports.
@@ -7,6 +7,9 @@ jaxcam that :mod:`msdnet_flax` imports.
   some equations rewritten (used for guided backprop's ReLU rule and the conv rewrite below).
 - :func:`fast_strided_conv_grads`: the same function with the input gradients of strided
   convolutions computed by a faster identity on XLA:CPU.
+- :mod:`jaxcam.extend.files`: the one atomic file writer; :mod:`jaxcam.extend.images`: the
+  image extensions a folder walk takes and the ImageNet centre crop, shared with the model
+  packages.
 """
 
 from jaxcam.extend import interpreter

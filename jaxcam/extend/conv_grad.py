@@ -24,7 +24,8 @@ default ``mode="auto"`` rewrites only the convs whose JAX gradient would be swap
 stride-1 gradient would not; ``mode="always"`` rewrites every eligible one.
 
 ``fast_strided_conv_grads(fn)`` traces ``fn`` to a jaxpr and re-evaluates it with the small
-interpreter of :mod:`jaxcam.extend.interpreter`, binding those strided convs (``window_strides > 1``,
+interpreter of :mod:`jaxcam.extend.interpreter`, binding those strided convs
+(``window_strides > 1``,
 ``lhs_dilation == 1``, ``batch_group_count == 1``, float input; "auto" also needs
 ``feature_group_count == 1``, as XLA never swaps grouped convs) through a ``jax.custom_vjp``
 using this rule. The weight cotangent is JAX's own (the transpose of the original conv w.r.t.
