@@ -7,12 +7,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "format_seconds"]
-
-
-def format_seconds(seconds: float) -> str:
-    """``H:MM:SS`` (or ``MM:SS`` under an hour), as tqdm writes times."""
-    return tqdm.format_interval(max(0.0, seconds))
+__all__ = ["Progress"]
 
 
 class _Lines:
