@@ -2,7 +2,11 @@
 
 Layers: :mod:`msdnet_flax.model` (the network), :mod:`msdnet_flax.interop` (PyTorch twin and
 conversion), :mod:`msdnet_flax.data`, :mod:`msdnet_flax.training`, :mod:`msdnet_flax.evaluation`,
-:mod:`msdnet_flax.checkpoint` and :mod:`msdnet_flax.pretrained` (the bundled model).
+:mod:`msdnet_flax.checkpoint` and :mod:`msdnet_flax.pretrained` (the bundled model);
+:mod:`msdnet_flax.testing` builds random PyTorch/Flax twins for tests and benchmarks (needs torch).
+Commands: ``python -m msdnet_flax.model`` (describe the network), ``python -m
+msdnet_flax.training``, ``python -m msdnet_flax.evaluation``, ``python -m
+msdnet_flax.training.bundle``.
 """
 
 from msdnet_flax.checkpoint import load_checkpoint, save_checkpoint
