@@ -9,6 +9,7 @@ traced once per (model structure, layer, method, options, input shape) and cache
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 from jaxcam import registry
 from jaxcam.adapters import ModelAdapter
 from jaxcam.extend import fast_strided_conv_grads
-from jaxcam.postprocess import attribution_maps, postprocess
+from jaxcam.postprocess import attribution_maps, minmax_normalize, postprocess
 from jaxcam.registry import InputProbe, LayerProbe, Method
 from jaxcam.targets import TargetSpec, target_scores
 
@@ -81,6 +82,13 @@ def _activation_gradient_maps(adapter: ModelAdapter, opts: Options, spec: Target
                               state: Any, x: jax.Array, classes: jax.Array | None,
                               key: jax.Array) -> tuple[jax.Array, Any]:
     method, options = opts.method, dict(opts.method_options)
+    if method.scores is None:
+        def scores(output: Any) -> jax.Array:
+            return target_scores(spec, output, classes)
+    else:
+        def scores(output: Any) -> jax.Array:
+            return method.scores(spec, output, classes, **options)
+    extras: list[dict[str, Any]] = []
     if method.uses_gradients:
         shapes = jax.eval_shape(lambda: adapter.forward(state, x)[1])
         deltas = [jnp.zeros(s.shape, s.dtype) for s in shapes]
@@ -88,17 +96,41 @@ def _activation_gradient_maps(adapter: ModelAdapter, opts: Options, spec: Target
         def total_score(deltas: list[jax.Array]) -> tuple[jax.Array, Any]:
             edits = [lambda a, d=d: a + d for d in deltas]
             output, acts = adapter.forward(state, x, edits)
-            return jnp.sum(target_scores(spec, opts.select(output), classes)), (acts, output)
+            return jnp.sum(scores(opts.select(output))), (acts, output)
 
         grads, (acts, output) = jax.grad(fast_strided_conv_grads(total_score),
                                          has_aux=True)(deltas)
+        if method.uses_hvp:
+            # Forward-over-reverse on the plain function (the fast conv rule is a custom_vjp,
+            # which forward mode cannot differentiate): layer i's Hessian-vector product with
+            # its own activations, the other layers' deltas held at zero, as torch.autograd.grad
+            # (outputs=grads_i, inputs=acts_i, grad_outputs=acts_i) computes it.
+            grad_fn = jax.grad(lambda d: total_score(d)[0])
+            for i, a in enumerate(acts):
+                tangent = [a if j == i else jnp.zeros_like(d) for j, d in enumerate(deltas)]
+                extras.append({"hvp": jax.jvp(grad_fn, (deltas,), (tangent,))[1][i]})
     else:
         output, acts = adapter.forward(state, x)
         grads = [None] * len(acts)
-    raw = [method.fn(a, g, eigen_smooth=opts.eigen_smooth, **options)
-           for a, g in zip(acts, grads, strict=True)]
-    return postprocess(raw, x.shape[1:3], relu=opts.relu, normalize=opts.normalize,
-                       resize=opts.resize), output
+    extras = extras or [{} for _ in acts]
+    if method.uses_key:
+        extras = [dict(e, key=jax.random.fold_in(key, i)) for i, e in enumerate(extras)]
+    raw = [method.fn(a, g, eigen_smooth=opts.eigen_smooth, **e, **options)
+           for a, g, e in zip(acts, grads, extras, strict=True)]
+    return _combine(raw, x, opts), output
+
+
+def _combine(raw: list[jax.Array], x: jax.Array, opts: Options) -> jax.Array:
+    """The per-layer raw maps post-processed and combined as the method's ``layer_combine``
+    says: pytorch-grad-cam's mean, or RefineCAM's product of each layer's finished map."""
+    def finish(layers: list[jax.Array]) -> jax.Array:
+        return postprocess(layers, x.shape[1:3], relu=opts.relu, normalize=opts.normalize,
+                           resize=opts.resize)
+
+    if opts.method.layer_combine == "mean" or len(raw) == 1:
+        return finish(raw)
+    product = functools.reduce(jnp.multiply, [finish([r]) for r in raw])
+    return minmax_normalize(product) if opts.normalize else product
 
 
 def _fixed_class_scorer(opts: Options, spec: TargetSpec, output: Any,
@@ -128,8 +160,7 @@ def _layer_score_maps(adapter: ModelAdapter, opts: Options, spec: TargetSpec, st
 
         probe = LayerProbe(x, a, score_images, score_activations)
         raw.append(opts.method.fn(probe, **dict(opts.method_options)))
-    return postprocess(raw, x.shape[1:3], relu=opts.relu, normalize=opts.normalize,
-                       resize=opts.resize), output
+    return _combine(raw, x, opts), output
 
 
 def _input_maps(adapter: ModelAdapter, opts: Options, spec: TargetSpec, state: Any,

@@ -65,6 +65,17 @@ class Method:
       class_name: pytorch-grad-cam's class name (``"GradCAMPlusPlus"``), or None for none.
       options: the keyword options ``fn`` accepts beyond the common ones; any other keyword
         given to ``explain`` for this method is a ``TypeError``.
+      uses_hvp: (activation-gradient only) ``fn`` also gets ``hvp=``: the Hessian of the summed
+        target scores with respect to the layer's activations times those activations
+        (ShapleyCAM). Costs one forward-over-reverse pass per tapped layer.
+      uses_key: (activation-gradient only) ``fn`` also gets ``key=``, a PRNG key folded with
+        the layer's index (RandomCAM).
+      scores: (activation-gradient only) replaces the targets' scores:
+        ``scores(spec, output, classes, **options) -> (B,)``, given the user's target spec and
+        the method's options (FinerCAM's weighted class differences); None keeps the targets.
+      layer_combine: how the per-layer maps of several target layers are combined: ``"mean"``
+        (pytorch-grad-cam's ``BaseCAM``) or ``"product"`` of each layer's finished map, then
+        min-max (RefineCAM).
     """
 
     name: str
@@ -77,6 +88,10 @@ class Method:
     multi_exit: bool = False
     class_name: str | None = None
     options: tuple[str, ...] = ()
+    uses_hvp: bool = False
+    uses_key: bool = False
+    scores: Callable[..., jax.Array] | None = None
+    layer_combine: str = "mean"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -88,6 +103,14 @@ class Method:
             raise ValueError("only activation-gradient methods can be multi_exit")
         if not callable(self.fn):
             raise TypeError(f"Method fn must be callable, got {type(self.fn).__name__}")
+        extras = self.uses_hvp or self.uses_key or self.scores is not None
+        if extras and self.kind != "activation_gradient":
+            raise ValueError("uses_hvp, uses_key and scores are for activation-gradient methods")
+        if extras and self.multi_exit:
+            raise ValueError("explain_exits does not provide uses_hvp, uses_key or scores")
+        if self.layer_combine not in ("mean", "product"):
+            raise ValueError(f"layer_combine must be 'mean' or 'product', "
+                             f"got {self.layer_combine!r}")
 
 
 @dataclasses.dataclass(frozen=True)

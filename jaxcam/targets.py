@@ -25,6 +25,13 @@ __all__ = [
     "ScoreFn",
     "ClassifierOutputTarget",
     "ClassifierOutputSoftmaxTarget",
+    "ClassifierOutputReST",
+    "BinaryClassifierOutputTarget",
+    "SoftmaxOutputTarget",
+    "RawScoresOutputTarget",
+    "SemanticSegmentationTarget",
+    "FinerWeightedTarget",
+    "finer_weighted_scores",
     "TargetSpec",
     "prepare_targets",
     "target_scores",
@@ -49,6 +56,112 @@ class ClassifierOutputSoftmaxTarget:
 
     def __call__(self, output: jax.Array) -> jax.Array:
         return jax.nn.softmax(output, axis=-1)[:, self.category]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierOutputReST:
+    """The logit of ``category`` minus its cross-entropy loss, ``z_c + log softmax(z)_c``
+    (pytorch-grad-cam's ``ClassifierOutputReST``, batched): "ReLU-Softmax-Target", both the
+    pre- and post-softmax score, proposed with ShapleyCAM (Cai et al., arXiv 2501.06261)."""
+
+    category: int
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        return output[:, self.category] + jax.nn.log_softmax(output, axis=-1)[:, self.category]
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryClassifierOutputTarget:
+    """A one-logit binary classifier's score: the logit for ``category == 1``, its negation
+    otherwise (pytorch-grad-cam's ``BinaryClassifierOutputTarget``, batched). ``output`` is
+    ``(B,)`` or ``(B, 1)``."""
+
+    category: int
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        sign = 1.0 if self.category == 1 else -1.0
+        return sign * output.reshape(output.shape[0], -1)[:, 0] if output.ndim == 2 else (
+            sign * output)
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxOutputTarget:
+    """Every class's softmax probability, ``(B, K)`` (pytorch-grad-cam's
+    ``SoftmaxOutputTarget``). A vector per image: for the vector-valued metrics
+    (:class:`jaxcam.metrics.DropInConfidence`), not for a gradient method, which needs one
+    score per image (pytorch-grad-cam's own ``backward`` fails on it too)."""
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        return jax.nn.softmax(output, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawScoresOutputTarget:
+    """The whole output, ``(B, K)`` (pytorch-grad-cam's ``RawScoresOutputTarget``); as
+    :class:`SoftmaxOutputTarget`, for vector-valued metrics."""
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        return output
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SemanticSegmentationTarget:
+    """The sum of ``category``'s scores over the pixels of ``mask`` (pytorch-grad-cam's
+    ``SemanticSegmentationTarget``, batched and NHWC): ``output`` is ``(B, H, W, K)``
+    segmentation logits, ``mask`` ``(H, W)`` (every image) or ``(B, H, W)``, 0/1 or weights.
+
+    Hashed by identity (the mask is an array), so one instance is one compiled computation.
+    """
+
+    category: int
+    mask: Any
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        mask = jnp.asarray(self.mask, output.dtype)
+        return jnp.sum(output[..., self.category] * mask, axis=(1, 2))
+
+
+def finer_weighted_scores(output: jax.Array, main: jax.Array, comparisons: jax.Array,
+                          alpha: float) -> jax.Array:
+    """Finer-CAM's weighted difference between a class and its comparison classes.
+
+    ``score = sum_m p_m (z_main - alpha z_m) / (sum_m p_m + 1e-9)`` with ``p = softmax(z)``
+    (differentiated through, as pytorch-grad-cam's ``FinerWeightedTarget``).
+
+    Args:
+      output: ``(B, K)`` logits ``z``.
+      main: ``(B,)`` main classes.
+      comparisons: ``(B, M)`` comparison classes.
+      alpha: the comparison strength.
+
+    Returns:
+      ``(B,)`` scores.
+    """
+    main = jnp.asarray(main, jnp.int32)
+    comparisons = jnp.asarray(comparisons, jnp.int32)
+    main_logit = jnp.take_along_axis(output, main[:, None], axis=-1)
+    other_logits = jnp.take_along_axis(output, comparisons, axis=-1)
+    weights = jnp.take_along_axis(jax.nn.softmax(output, axis=-1), comparisons, axis=-1)
+    numerator = jnp.sum(weights * (main_logit - alpha * other_logits), axis=-1)
+    return numerator / (jnp.sum(weights, axis=-1) + 1e-9)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinerWeightedTarget:
+    """pytorch-grad-cam's ``FinerWeightedTarget``, batched: the same main and comparison
+    classes for every image (see :func:`finer_weighted_scores`; the method ``"finercam"``
+    chooses them per image)."""
+
+    main_category: int
+    comparison_categories: tuple[int, ...]
+    alpha: float = 1.0
+
+    def __call__(self, output: jax.Array) -> jax.Array:
+        batch = output.shape[0]
+        main = jnp.full((batch,), self.main_category, jnp.int32)
+        comparisons = jnp.broadcast_to(jnp.asarray(self.comparison_categories, jnp.int32),
+                                       (batch, len(self.comparison_categories)))
+        return finer_weighted_scores(output, main, comparisons, self.alpha)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,175 @@
+"""The models a user can load by name (``jaxcam models``), and ``--model``'s resolution.
+
+Each :class:`ModelEntry` loads a multi-exit model (the protocol
+:class:`jaxcam.adapters.MultiExitModel` that the batch engine explains) and its metadata: the
+class names and the normalisation that :func:`jaxcam.cli.common.preprocessing_for` turns into a
+:class:`jaxcam.batch.Preprocessing`. A single-exit classifier such as EfficientNet-Lite0 is
+presented as a one-exit model (:class:`SingleExit`), so the engine needs no special case.
+
+This module is application layer: it imports the model packages, which the library must not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import nnx
+
+__all__ = ["MODELS", "ModelEntry", "SingleExit", "DEFAULT_EXPLAIN_MODEL", "DEFAULT_DEMO_MODEL",
+           "load_model", "describe_models"]
+
+#: ``jaxcam explain`` without ``--model``: a model that knows real photos.
+DEFAULT_EXPLAIN_MODEL = "efficientnet-lite0"
+#: ``jaxcam demo`` and ``jaxcam analyze-exits`` without ``--model``: the bundled MSD-Net.
+DEFAULT_DEMO_MODEL = "msdnet-shapes"
+# The name ``--model`` took for the bundled MSD-Net before the registry; still accepted.
+_ALIASES = {"bundled": DEFAULT_DEMO_MODEL}
+
+
+class SingleExit(nnx.Module):
+    """A classifier split at its last feature map, presented as a one-exit model.
+
+    Grad-CAM and its relatives differentiate the classifier head with respect to the feature
+    map it pools (Selvaraju et al., "Grad-CAM", ICCV 2017); a network with ``features(x)`` and
+    ``head(f)`` has exactly that split, so exit 0 is ``head(features(x))``.
+
+    Args:
+      net: an NNX module with ``features(x) -> (B, h, w, C)`` and ``head(f) -> (B, classes)``.
+
+    Attributes:
+      num_exits: always 1.
+    """
+
+    num_exits = 1
+
+    def __init__(self, net: nnx.Module):
+        self.net = net
+
+    def exit_features(self, x: jax.Array) -> list[jax.Array]:
+        """``[features(x)]``: the one exit's classifier input."""
+        return [self.net.features(x)]
+
+    def classify(self, k: int, features: jax.Array) -> jax.Array:
+        """``head(features)``: the logits of exit ``k`` (only 0 exists).
+
+        Raises:
+          IndexError: ``k`` is not 0.
+        """
+        if k != 0:
+            raise IndexError(f"a single-exit model has exit 0 only, got {k}")
+        return self.net.head(features)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """The wrapped network's logits."""
+        return self.net.head(self.net.features(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One model loadable by name.
+
+    Attributes:
+      name: what ``--model`` takes.
+      summary: one line for ``jaxcam models``.
+      load: ``() -> (model in eval mode, meta)``; ``meta`` holds ``class_names``, ``mean``,
+        ``std`` (on the [0, 1] scale), ``image_size``, ``crop``, ``architecture``,
+        ``preprocessing`` (a sentence) and ``path`` (where the weights are).
+    """
+
+    name: str
+    summary: str
+    load: Callable[[], tuple[Any, dict[str, Any]]]
+
+
+def _efficientnet_lite0() -> tuple[Any, dict[str, Any]]:
+    import efficientnet_flax as enet
+    from efficientnet_flax import imagenet
+
+    net = enet.load_pretrained()
+    size = imagenet.IMAGE_SIZE
+    # (x / 255 - mean) / std with mean = 127/255 and std = 128/255 is the weights' own
+    # (x - 127) / 128 on 0..255 pixels.
+    mean, std = (imagenet.MEAN / 255.0,) * 3, (imagenet.STD / 255.0,) * 3
+    meta = {
+        "class_names": list(enet.IMAGENET_CLASSES), "mean": list(mean), "std": list(std),
+        "image_size": size,
+        # The whole photo, resized: its map then covers every pixel of the overlay. The
+        # evaluation's centre crop would leave the borders of a wide photo unexplained; the
+        # top-5 classes of the packaged photos are the expected ones either way (tests).
+        "crop": False,
+        "path": str(enet.BUNDLED_WEIGHTS),
+        "architecture": "EfficientNet-Lite0 (Tan & Le 2019), ImageNet-1k, 4.65 M parameters, "
+                        "one exit: head_conv's 1280-channel map",
+        "preprocessing": f"whole image resized to {size}x{size} (INTER_AREA shrinking, "
+                         f"INTER_LINEAR enlarging), normalised as (x - 127) / 128",
+    }
+    return SingleExit(net), meta
+
+
+def _msdnet_shapes() -> tuple[Any, dict[str, Any]]:
+    from msdnet_flax.pretrained import pretrained
+
+    model, meta = pretrained()
+    return model, {**meta, **_msdnet_meta(model, meta)}
+
+
+def _msdnet_meta(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    config = model.config
+    size = config.image_size
+    return {
+        "image_size": size, "crop": False,
+        "architecture": f"MSD-Net, {config.data} heads, {model.num_exits} exits, "
+                        f"{config.num_classes} classes",
+        "preprocessing": f"whole image resized to {size}x{size} (INTER_AREA shrinking, "
+                         f"INTER_LINEAR enlarging), normalised with mean "
+                         f"{[round(m, 4) for m in meta['mean']]}, std "
+                         f"{[round(s, 4) for s in meta['std']]}",
+    }
+
+
+#: Every model loadable by name, in the order ``jaxcam models`` lists them.
+MODELS: dict[str, ModelEntry] = {e.name: e for e in (
+    ModelEntry("efficientnet-lite0",
+               "EfficientNet-Lite0, ImageNet-1k (1000 classes), 224 px, one exit; default of "
+               "'jaxcam explain'", _efficientnet_lite0),
+    ModelEntry("msdnet-shapes",
+               "the bundled MSD-Net (msdnet_flax.pretrained), 10 exits, procedural shapes; "
+               "default of 'jaxcam demo' (alias: bundled)", _msdnet_shapes),
+)}
+
+
+def load_model(spec: str) -> tuple[Any, dict[str, Any]]:
+    """``(model in eval mode, meta)`` for a ``--model`` value: a name or a checkpoint path.
+
+    Args:
+      spec: a name of :data:`MODELS` (or ``bundled``), or an ``msdnet_flax`` checkpoint: its
+        ``.json``/``.safetensors`` file, a checkpoint directory or a training run's out_dir.
+
+    Returns:
+      The model and its metadata (see :attr:`ModelEntry.load`; a checkpoint's metadata also
+      has ``step`` and the training settings).
+
+    Raises:
+      FileNotFoundError: neither a known name nor an existing path.
+      ValueError: the checkpoint is malformed.
+    """
+    name = _ALIASES.get(spec, spec)
+    if name in MODELS:
+        return MODELS[name].load()
+    if not Path(spec).exists():
+        raise FileNotFoundError(f"{spec!r} is neither a model name ({', '.join(MODELS)}; "
+                                f"see 'jaxcam models') nor an existing checkpoint path")
+    from msdnet_flax.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(spec)
+    model.eval()
+    return model, {**meta, **_msdnet_meta(model, meta)}
+
+
+def describe_models() -> list[tuple[str, str]]:
+    """``(name, summary)`` of every model of :data:`MODELS`, for ``jaxcam models``."""
+    return [(e.name, e.summary) for e in MODELS.values()]
