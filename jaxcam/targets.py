@@ -79,9 +79,12 @@ class BinaryClassifierOutputTarget:
     category: int
 
     def __call__(self, output: jax.Array) -> jax.Array:
-        sign = 1.0 if self.category == 1 else -1.0
-        return sign * output.reshape(output.shape[0], -1)[:, 0] if output.ndim == 2 else (
-            sign * output)
+        if output.ndim == 2 and output.shape[1] == 1:
+            output = output[:, 0]
+        if output.ndim != 1:
+            raise ValueError("BinaryClassifierOutputTarget needs (B,) or (B, 1) logits, got "
+                             f"shape {output.shape}")
+        return output if self.category == 1 else -output
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +158,11 @@ class FinerWeightedTarget:
     main_category: int
     comparison_categories: tuple[int, ...]
     alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        # A list would make the target unhashable, and jax.jit keys on it.
+        object.__setattr__(self, "comparison_categories",
+                           tuple(int(c) for c in self.comparison_categories))
 
     def __call__(self, output: jax.Array) -> jax.Array:
         batch = output.shape[0]

@@ -4,9 +4,11 @@ Each :class:`ModelEntry` loads a multi-exit model (the protocol
 :class:`jaxcam.adapters.MultiExitModel` that the batch engine explains) and its metadata: the
 class names and the normalisation that :func:`jaxcam.cli.common.preprocessing_for` turns into a
 :class:`jaxcam.batch.Preprocessing`. A single-exit classifier such as EfficientNet-Lite0 is
-presented as a one-exit model (:class:`SingleExit`), so the engine needs no special case.
+presented as a one-exit model (:class:`jaxcam.cli.single_exit.SingleExit`), so the engine
+needs no special case.
 
-This module is application layer: it imports the model packages, which the library must not.
+This module is application layer: it imports the model packages (inside the loaders, so that
+``jaxcam --help`` stays fast), which the library must not.
 """
 
 from __future__ import annotations
@@ -16,10 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
-from flax import nnx
-
-__all__ = ["MODELS", "ModelEntry", "SingleExit", "DEFAULT_EXPLAIN_MODEL", "DEFAULT_DEMO_MODEL",
+__all__ = ["MODELS", "ModelEntry", "DEFAULT_EXPLAIN_MODEL", "DEFAULT_DEMO_MODEL",
            "load_model", "describe_models"]
 
 #: ``jaxcam explain`` without ``--model``: a model that knows real photos.
@@ -28,44 +27,6 @@ DEFAULT_EXPLAIN_MODEL = "efficientnet-lite0"
 DEFAULT_DEMO_MODEL = "msdnet-shapes"
 # The name ``--model`` took for the bundled MSD-Net before the registry; still accepted.
 _ALIASES = {"bundled": DEFAULT_DEMO_MODEL}
-
-
-class SingleExit(nnx.Module):
-    """A classifier split at its last feature map, presented as a one-exit model.
-
-    Grad-CAM and its relatives differentiate the classifier head with respect to the feature
-    map it pools (Selvaraju et al., "Grad-CAM", ICCV 2017); a network with ``features(x)`` and
-    ``head(f)`` has exactly that split, so exit 0 is ``head(features(x))``.
-
-    Args:
-      net: an NNX module with ``features(x) -> (B, h, w, C)`` and ``head(f) -> (B, classes)``.
-
-    Attributes:
-      num_exits: always 1.
-    """
-
-    num_exits = 1
-
-    def __init__(self, net: nnx.Module):
-        self.net = net
-
-    def exit_features(self, x: jax.Array) -> list[jax.Array]:
-        """``[features(x)]``: the one exit's classifier input."""
-        return [self.net.features(x)]
-
-    def classify(self, k: int, features: jax.Array) -> jax.Array:
-        """``head(features)``: the logits of exit ``k`` (only 0 exists).
-
-        Raises:
-          IndexError: ``k`` is not 0.
-        """
-        if k != 0:
-            raise IndexError(f"a single-exit model has exit 0 only, got {k}")
-        return self.net.head(features)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """The wrapped network's logits."""
-        return self.net.head(self.net.features(x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +49,7 @@ class ModelEntry:
 def _efficientnet_lite0() -> tuple[Any, dict[str, Any]]:
     import efficientnet_flax as enet
     from efficientnet_flax import imagenet
+    from jaxcam.cli.single_exit import SingleExit
 
     net = enet.load_pretrained()
     size = imagenet.IMAGE_SIZE

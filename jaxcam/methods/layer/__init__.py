@@ -26,10 +26,27 @@ from jaxcam.methods.layer._scorecam import (
     scorecam_weights,
 )
 from jaxcam.methods.layer._ablationcam import ablationcam, ablationcam_weights
+from jaxcam.methods.layer._fem import fem
+from jaxcam.methods.layer._kpcacam import kernel_pca_projection, kpcacam
+from jaxcam.methods.layer._segeigencam import segeigencam, sign_corrected_projection
+from jaxcam.methods.layer._shapleycam import shapleycam
+from jaxcam.methods.layer._finercam import finer_scores, finercam
+from jaxcam.methods.layer._randomcam import random_channel_weights, randomcam
+from jaxcam.methods.layer._refinecam import METHOD as _REFINECAM  # noqa: F401
 # isort: on
 from jaxcam.methods.layer._common import combine_channels, principal_component_projection
 
 __all__ = [
+    "randomcam",
+    "random_channel_weights",
+    "finercam",
+    "finer_scores",
+    "shapleycam",
+    "sign_corrected_projection",
+    "segeigencam",
+    "kpcacam",
+    "kernel_pca_projection",
+    "fem",
     "MASK_EPS",
     "ablationcam",
     "ablationcam_weights",
