@@ -19,9 +19,11 @@ from jaxcam import (
     metrics,
     postprocess,
     registry,
+    reshape,
     targets,
     viz,
 )
+from jaxcam.adapters import EquinoxModel, HaikuModel, LinenModel
 from jaxcam.compat import (
     AblationCAM,
     BaseCAM,
@@ -35,6 +37,7 @@ from jaxcam.compat import (
     ScoreCAM,
     XGradCAM,
 )
+from jaxcam.compile_cache import compile_stats, enable_compile_cache
 from jaxcam.explainer import ExitExplainer, Explainer, explain, explain_exits
 from jaxcam.targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
@@ -43,6 +46,11 @@ __all__ = [
     "explain_exits",
     "Explainer",
     "ExitExplainer",
+    "LinenModel",
+    "EquinoxModel",
+    "HaikuModel",
+    "enable_compile_cache",
+    "compile_stats",
     "METHODS",
     "EXIT_METHODS",
     "adapters",
@@ -52,6 +60,7 @@ __all__ = [
     "input_space",
     "postprocess",
     "registry",
+    "reshape",
     "targets",
     "viz",
     "ClassifierOutputTarget",

@@ -7,7 +7,11 @@ images (:func:`read_device_flag`, the one place a call waits).
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +21,83 @@ from jaxcam._arrays import as_jax
 from jaxcam.targets import TargetSpec, check_target_range, prepare_targets
 
 __all__ = ["NONFINITE_MESSAGE", "check_after_dispatch", "check_finite_on_host", "check_images",
-           "prepare_exit_targets", "read_device_flag"]
+           "check_keywords", "keyword_names", "prepare_exit_targets", "read_device_flag",
+           "strict_keywords"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 NONFINITE_MESSAGE = ("images contain NaN or infinite values; explanations of them would be NaN. "
                      "Clean the input (e.g. jnp.nan_to_num) first")
+
+
+def keyword_names(fn: Callable[..., Any], skip: int = 0) -> tuple[str, ...]:
+    """The names ``fn`` takes by keyword, in order (``**kwargs`` excluded).
+
+    Args:
+      fn: a function or method.
+      skip: leading parameters not to list (``self``).
+    """
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    return tuple(p.name for p in params
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def check_keywords(where: str, given: Iterable[str], valid: Sequence[str],
+                   extra: Sequence[str] = (), extra_label: str = "") -> None:
+    """Refuse keyword arguments ``where`` does not take, naming the ones it does.
+
+    A misspelt keyword swallowed by ``**options`` would be silently ignored (``target=3`` for
+    ``targets=3`` explains the top class instead): it is an error, with the closest valid name.
+
+    Args:
+      where: the callee, for the message (``"explain()"``).
+      given: the keywords passed.
+      valid: the callee's own keywords.
+      extra: further valid keywords (a method's options).
+      extra_label: what ``extra`` are, for the message.
+
+    Raises:
+      TypeError: an unknown keyword.
+    """
+    allowed = (*valid, *extra)
+    unknown = [k for k in given if k not in allowed]
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    names = ", ".join(unknown)
+    listing = ", ".join(valid)
+    if extra_label:
+        listing += f"; {extra_label}: {', '.join(extra) or 'none'}"
+    raise TypeError(f"{where} got unexpected keyword argument(s) {names}{hint}. Its keyword "
+                    f"arguments are: {listing}")
+
+
+def strict_keywords(fn: F) -> F:
+    """``fn`` with Python's bare "unexpected keyword argument" replaced by
+    :func:`check_keywords`' message (the valid names, and the closest one).
+
+    Only the keywords' names are checked (a set difference per call); ``fn`` must not take
+    ``**kwargs``.
+    """
+    valid = keyword_names(fn)
+    valid_set = frozenset(valid)
+    method = bool(valid) and valid[0] == "self"
+    shown = valid[1:] if method else valid
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if kwargs and not valid_set.issuperset(kwargs):
+            # A method is named after the instance's class (GradCAM, not its base BaseCAM).
+            owner = type(args[0]).__name__ if method and args else ""
+            where = (f"{owner}()" if name == "__init__" else
+                     f"calling a {owner}" if name == "__call__" else
+                     f"{owner}.{name}()" if owner else f"{name}()")
+            check_keywords(where, kwargs, shown)
+        return fn(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 def check_images(images: Any) -> jax.Array:

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxcam._layout import image_size
 from jaxcam._pipeline import Options
 from jaxcam.extend import fast_strided_conv_grads
 from jaxcam.postprocess import postprocess
@@ -27,12 +28,15 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
     """The whole computation of one explain_exits call (jitted by the caller).
 
     Args:
-      adapter: the multi-exit model's adapter (static; ``adapter.model(state)`` is the model).
+      adapter: the multi-exit model's adapter (static; ``adapter.model(state)`` is the model;
+        a :class:`jaxcam._layout.MapAdapter` also gives the images' layout and each exit
+        feature's map, ``to_map``).
       exits: the explained exits (static).
       opts: the options (static; an activation-gradient method).
       spec: the target spec (static).
       state: the adapter's state (the weights).
-      images: ``(B, H, W, C)`` images.
+      images: ``(B, H, W, C)`` images, or ``(B, C, H, W)`` under ``layout="NCHW"`` (the model
+        takes them as they are).
       classes: ``(K, B)`` classes for an 'index' spec, else None.
 
     Returns:
@@ -57,9 +61,16 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
         # The heads' strided convolutions get a faster input gradient on XLA:CPU (see
         # jaxcam.extend.conv_grad); the result is the same.
         grads, logits = jax.grad(fast_strided_conv_grads(total_score), has_aux=True)(selected)
+    size = image_size(images.shape, getattr(adapter, "layout", "NHWC"))
+    to_map = getattr(adapter, "to_map", None)
+    if to_map is not None:  # the exit features as (B, h, w, C) maps, gradients through them
+        batch = images.shape[0]
+        names = [f"exit {k}" for k in exits]
+        grads = [None if g is None else adapter.map_gradient(a, g, n, batch)
+                 for a, g, n in zip(selected, grads, names, strict=True)]
+        selected = [to_map(a, n, batch) for a, n in zip(selected, names, strict=True)]
     maps = [postprocess([method.fn(a, g, eigen_smooth=opts.eigen_smooth, **options)],
-                        images.shape[1:3], relu=opts.relu, normalize=opts.normalize,
-                        resize=opts.resize)
+                        size, relu=opts.relu, normalize=opts.normalize, resize=opts.resize)
             for a, g in zip(selected, grads, strict=True)]
     return jnp.stack(maps), jnp.stack(logits), finite
 

@@ -173,8 +173,9 @@ def _input_maps(adapter: ModelAdapter, opts: Options, spec: TargetSpec, state: A
         layer_opts = dataclasses.replace(opts, method=registry.get(name), method_options=())
         return _maps(adapter, layer_opts, spec, state, x, classes, key)[0]
 
+    model = (lambda: adapter.model(state)) if hasattr(adapter, "model") else None
     probe = InputProbe(x, lambda images: score(adapter.forward(state, images)[0]), key,
-                       layer_maps)
+                       layer_maps, model=model, score_output=score)
     attributions = opts.method.fn(probe, **dict(opts.method_options))
     return attribution_maps(attributions, normalize=opts.normalize), output
 

@@ -9,12 +9,13 @@ method="...")`` works for any registered method.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 
 from jaxcam import methods, registry  # noqa: F401  (methods: registers the built-in methods)
+from jaxcam._checks import check_keywords, keyword_names, strict_keywords
 from jaxcam.explainer import explain
 
 __all__ = ["BaseCAM", "cam_class", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "HiResCAM",
@@ -27,35 +28,52 @@ class BaseCAM:
 
     Args:
       model: as for :func:`jaxcam.explain` (NNX module, Linen module, or function pair).
-      target_layers: layer paths ('/'-separated strings or tuples); several are aggregated as
-        pytorch-grad-cam aggregates them (ReLU, mean, min-max).
+      target_layers: layer paths ('/'-separated strings or tuples; dotted names for PyTorch) or
+        layer objects of the model (``model.layer3``, a Keras layer, an NNX submodule), found
+        in it by identity; several are aggregated as
+        pytorch-grad-cam aggregates them (ReLU, mean, min-max). None or ``[]`` for a function
+        pair (its one tap point is the output of ``features_fn``).
       variables: a Linen model's variables.
       method: the registered method (the subclasses set it; ``BaseCAM`` itself needs it).
-      **method_options: passed to the method (e.g. ``batch_size`` for ScoreCAM).
+      reshape_transform: the layer's output -> its map, as pytorch-grad-cam's keyword (e.g.
+        :func:`jaxcam.reshape.vit` for a ViT block); see :func:`jaxcam.explain`.
+      layout: ``"NHWC"`` or ``"NCHW"`` images and layers (None: the model's own; see
+        :func:`jaxcam.explain`).
+      **method_options: passed to the method (e.g. ``batch_size`` for ScoreCAM); any other
+        keyword is a ``TypeError`` naming the valid ones.
     """
 
     method: str = ""
 
-    def __init__(self, model: Any, target_layers: Sequence[Any], variables: Any = None,
-                 method: str | None = None, **method_options: Any):
-        if isinstance(target_layers, (str, tuple)):
+    def __init__(self, model: Any, target_layers: Sequence[Any] | None, variables: Any = None,
+                 method: str | None = None,
+                 reshape_transform: Callable[..., Any] | None = None,
+                 layout: str | None = None, **method_options: Any):
+        if target_layers is not None and not isinstance(target_layers, list):
+            # One layer: a path, or a layer object (a torch.nn.Sequential is iterable, yet one
+            # layer).
             target_layers = [target_layers]
         if method is not None:
             self.method = registry.get(method).name
         elif not self.method:
             raise TypeError("BaseCAM needs method=... (a registered method's name); or use a "
                             "subclass such as GradCAM")
+        check_keywords(f"{type(self).__name__}()", method_options, _INIT_KEYWORDS,
+                       registry.get(self.method).options, f"options of method {self.method!r}")
         self.model = model
-        self.target_layers = list(target_layers)
+        self.target_layers = list(target_layers or [])
         self.variables = variables
+        self.reshape_transform = reshape_transform
+        self.layout = layout
         self.method_options = method_options
 
+    @strict_keywords
     def __call__(self, input_tensor: Any, targets: Any = None, aug_smooth: bool = False,
                  eigen_smooth: bool = False) -> jax.Array:
         """Maps of a batch.
 
         Args:
-          input_tensor: NHWC images.
+          input_tensor: NHWC images (NCHW with ``layout="NCHW"`` or a PyTorch model).
           targets: as in :func:`jaxcam.explain`, or a list of
             ``jaxcam.targets.ClassifierOutputTarget`` (one per image).
           aug_smooth, eigen_smooth: as in :func:`jaxcam.explain`.
@@ -63,9 +81,10 @@ class BaseCAM:
         Returns:
           (B, H, W) maps in [0, 1].
         """
-        return explain(self.model, input_tensor, target_layer=self.target_layers,
+        return explain(self.model, input_tensor, target_layer=self.target_layers or None,
                        targets=targets, method=self.method, variables=self.variables,
-                       aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, **self.method_options)
+                       aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, layout=self.layout,
+                       reshape_transform=self.reshape_transform, **self.method_options)
 
     def __enter__(self) -> BaseCAM:
         return self
@@ -74,6 +93,7 @@ class BaseCAM:
         return None
 
 
+_INIT_KEYWORDS = keyword_names(BaseCAM.__init__, skip=1)
 _CLASSES: dict[registry.Method, type[BaseCAM]] = {}
 
 

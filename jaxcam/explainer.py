@@ -17,18 +17,22 @@ from typing import Any
 import jax
 
 from jaxcam import registry
-from jaxcam._checks import prepare_exit_targets
+from jaxcam._checks import check_keywords, keyword_names, prepare_exit_targets, strict_keywords
 from jaxcam._exit_pipeline import explain_exits_core, explain_exits_jit
+from jaxcam._layout import check_image_layout, check_output_shape, image_size, to_nhwc, with_view
 from jaxcam._pipeline import Options, explain_core, explain_jit, make_options
 from jaxcam._prepared import PreparedExplainer
 from jaxcam.adapters import (
     LayerPath,
+    haiku_transformed_error,
     is_function_pair,
+    is_haiku_transformed,
     is_presplit,
     make_adapter,
     make_exit_adapter,
     normalize_layer_path,
 )
+from jaxcam.adapters._objects import resolve_layers
 from jaxcam.targets import prepare_targets
 
 __all__ = ["ExitExplainer", "Explainer", "Options", "explain", "explain_exits"]
@@ -36,7 +40,15 @@ __all__ = ["ExitExplainer", "Explainer", "Options", "explain", "explain_exits"]
 
 def _target_layers(model: Any, target_layer: Any, method: registry.Method) -> list[LayerPath]:
     """The tapped layers' paths for ``method``, or a clear error."""
+    # Layer objects (model.layer3, a Keras layer, an NNX submodule) by their names.
+    target_layer = resolve_layers(model, target_layer)
+    if is_haiku_transformed(model):  # before the layer checks: the model is the mistake
+        raise haiku_transformed_error()
     pair = is_function_pair(model) and not is_presplit(model)
+    if pair and target_layer is not None:
+        raise ValueError("a (features_fn, head_fn) pair has one tap point, the output of "
+                         "features_fn, so target_layer is not used; pass target_layer=None "
+                         f"(got {target_layer!r})")
     if target_layer is None:
         layers: list[LayerPath] = []
         if method.needs_layer and not pair:
@@ -81,37 +93,50 @@ class Explainer(PreparedExplainer):
 
     Args:
       model, target_layer, method, variables, relu, normalize, resize, eigen_smooth, aug_smooth,
-        output_index, **method_options: as for :func:`explain`; ``model`` may also be an NNX
-        model's ``nnx.split`` pair.
+        output_index, layout, reshape_transform, **method_options: as for :func:`explain`;
+        ``model`` may also be an NNX model's ``nnx.split`` pair.
       check_finite: raise if the images hold NaN or inf. NumPy images are checked on the host
         before the call; a ``jax.Array``'s check is computed with the maps and read when the call
         returns (one scalar: the call then waits for its result). Pass False to keep a call
         with device images fully asynchronous.
 
     Raises:
-      ValueError, TypeError: an unknown method, option or layer, or a model of an unsupported
-        kind.
+      ValueError, TypeError: an unknown method, option, keyword or layer, or a model of an
+        unsupported kind.
     """
 
     def __init__(self, model: Any, *, target_layer: Any = None, method: str = "gradcam",
                  variables: Any = None, relu: bool = True, normalize: bool = True,
                  resize: bool = True, eigen_smooth: bool = False, aug_smooth: bool = False,
                  check_finite: bool = True, output_index: int | None = None,
+                 layout: str | None = None, reshape_transform: Callable[..., Any] | None = None,
                  **method_options: Any):
         record = registry.get(method)
+        check_keywords("Explainer()", method_options, _EXPLAINER_KEYWORDS, record.options,
+                       f"options of method {record.name!r}")
         self._opts = make_options(record, method_options, relu=relu, normalize=normalize,
                                   resize=resize, eigen_smooth=eigen_smooth,
                                   aug_smooth=aug_smooth, output_index=output_index)
         layers = _target_layers(model, target_layer, record)
-        super().__init__(*make_adapter(model, layers, variables), check_finite)
+        adapter, state = make_adapter(model, layers, variables)
+        adapter, self._explicit_layout = with_view(adapter, layout, reshape_transform)
+        super().__init__(adapter, state, check_finite)
+        self._resized = record.kind == "input" or resize
         self._jitted = _own_jit(explain_core, self._adapter, 2)
 
+    @property
+    def layout(self) -> str:
+        """The images' layout, ``"NHWC"`` or ``"NCHW"``."""
+        return self._adapter.layout
+
+    @strict_keywords
     def __call__(self, images: Any, targets: Any = None, *, key: jax.Array | None = None
                  ) -> jax.Array:
         """Maps of a batch of images.
 
         Args:
-          images: (B, H, W, C) float images (NumPy, JAX or a DLPack tensor).
+          images: (B, H, W, C) float images (NumPy, JAX or a DLPack tensor); (B, C, H, W) for
+            ``layout="NCHW"``.
           targets: None (each image's top class), an int, an int array (B,), or a callable
             mapping the model output to (B,) scores.
           key: PRNG key for SmoothGrad's noise (default ``jax.random.key(0)``).
@@ -126,11 +151,18 @@ class Explainer(PreparedExplainer):
         """One call through ``jitted`` (this explainer's own, or ``explain``'s shared one),
         which takes the arguments of :func:`jaxcam._pipeline.explain_core` after the adapter."""
         images, finite_checked = self._checked_images(images)
-        spec, classes = prepare_targets(targets, images.shape[0])
+        layout = self._adapter.layout
+        check_image_layout(images.shape, layout, self._explicit_layout)
+        batch, (height, width) = images.shape[0], image_size(images.shape, layout)
+        # The pipeline is NHWC; a channels-first model gets its layout back inside the trace.
+        images = to_nhwc(images, layout)
+        spec, classes = prepare_targets(targets, batch)
         if key is None:
             key = jax.random.key(0)
         maps, finite, logits = jitted(self._opts, spec, self._state, images, classes, key)
         self._after_dispatch(classes, logits, finite, finite_checked)
+        check_output_shape(maps, (batch, height, width) if self._resized else (batch, -1, -1),
+                           "explain")
         return maps
 
 
@@ -139,6 +171,7 @@ def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any =
             normalize: bool = True, resize: bool = True, eigen_smooth: bool = False,
             aug_smooth: bool = False, key: jax.Array | None = None,
             check_finite: bool = True, output_index: int | None = None,
+            layout: str | None = None, reshape_transform: Callable[..., Any] | None = None,
             **method_options: Any) -> jax.Array:
     """Class activation maps of a batch of images, computed in one jitted call.
 
@@ -150,10 +183,13 @@ def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any =
         ``variables``, applied as ``model.apply(variables, images)``); or a pair
         ``(features_fn, head_fn)`` of functions with ``head_fn(features_fn(images))`` the model
         output.
-      images: (B, H, W, C) NHWC floating-point images (any float dtype; maps are float32).
+      images: (B, H, W, C) NHWC floating-point images (any float dtype; maps are float32);
+        (B, C, H, W) with ``layout="NCHW"``.
       target_layer: the module path, '/'-separated (``"blocks/3"``) or a tuple of parts; a list
         of them aggregates several layers as pytorch-grad-cam does. Its output is the feature
-        map. Not needed for a function pair or the input-space methods.
+        map: (B, h, w, C), or (B, C, h, w) with ``layout="NCHW"``; any other output (a ViT's
+        tokens) needs a ``reshape_transform``. Not needed for the input-space methods; an error
+        for a function pair (its one tap point is the output of ``features_fn``).
       targets: None (each image's top class), an int, an int array (B,), or a callable mapping
         the model output to (B,) scores.
       method: a registered method's name (:data:`jaxcam.METHODS`: pytorch-grad-cam's class
@@ -170,17 +206,40 @@ def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any =
         images and classes cannot be checked on the host, so these checks are skipped there.
       output_index: for a model returning a list or tuple (e.g. one logits array per exit),
         which element the targets refer to.
+      layout: ``"NHWC"`` (images (B, H, W, C) and rank-4 layers (B, h, w, C)) or ``"NCHW"``
+        (images (B, C, H, W) and layers (B, C, h, w), PyTorch's order); None (default) for the
+        model's own (``"NCHW"`` for a PyTorch model, else ``"NHWC"``). Images plainly in the
+        other layout (a (B, 3, 224, 224) batch under NHWC) are refused unless ``layout`` is
+        given.
+      reshape_transform: a function from the layer's output to its map, as pytorch-grad-cam's
+        (e.g. :func:`jaxcam.reshape.vit` for a ViT block's tokens, :func:`jaxcam.reshape.swin`,
+        :func:`jaxcam.reshape.channels_first`). It is applied inside the traced computation to
+        the tapped output and differentiated through, so the map's gradient is the layer's
+        gradient through the transform. Its result is read in ``layout``'s order ((B, h, w, C)
+        for NHWC; (B, C, h, w) for NCHW, as pytorch-grad-cam's transforms are written);
+        :mod:`jaxcam.reshape`'s are channels-last whatever the layout. Define it once: a new
+        ``lambda`` per call is a new static argument and recompiles.
       **method_options: the method's own options (its registry entry's ``options``: e.g.
         ``batch_size`` for ScoreCAM/AblationCAM, ``steps`` for Integrated Gradients,
-        ``n_samples`` for SmoothGrad); any other keyword is a ``TypeError``.
+        ``n_samples`` for SmoothGrad); any other keyword is a ``TypeError`` naming the valid
+        ones (``target=3`` suggests ``targets``).
 
     Returns:
       (B, H, W) float32 maps, each in [0, 1] when ``normalize`` (an all-zero map stays zero).
+
+    Raises:
+      ValueError: an unknown layer or layout, a layer whose output is not a map (the message
+        names the ``reshape_transform`` to pass), or bad images or targets.
+      TypeError: an unknown keyword, or a model of an unsupported kind.
     """
+    if method_options:
+        check_keywords("explain()", method_options, _EXPLAIN_KEYWORDS,
+                       registry.get(method).options, f"options of method {method!r}")
     explainer = Explainer(model, target_layer=target_layer, method=method, variables=variables,
                           relu=relu, normalize=normalize, resize=resize,
                           eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
                           check_finite=check_finite, output_index=output_index,
+                          layout=layout, reshape_transform=reshape_transform,
                           **method_options)
     shared = functools.partial(explain_jit, explainer._adapter)
     return explainer._run(shared, images, targets, key)
@@ -214,20 +273,28 @@ class ExitExplainer(PreparedExplainer):
         before the call; a ``jax.Array``'s check is computed with the maps and read when the call
         returns (one scalar: the call then waits for its result). Pass False to keep a call
         with device images fully asynchronous.
+      layout: the images' and exit features' layout, as in :func:`jaxcam.explain` (the model
+        is called with the images as given).
+      reshape_transform: applied to every exit's classifier input ``f_k`` (e.g.
+        :func:`jaxcam.reshape.vit` for exits on a ViT's tokens), as in :func:`jaxcam.explain`.
 
     Raises:
-      ValueError, TypeError: an unsupported method or model, or exits out of range.
+      ValueError, TypeError: an unsupported method, keyword or model, or exits out of range.
     """
 
+    @strict_keywords
     def __init__(self, model: Any, *, method: str = "gradcam",
                  exits: Sequence[int] | None = None, relu: bool = True, normalize: bool = True,
-                 resize: bool = True, eigen_smooth: bool = False, check_finite: bool = True):
+                 resize: bool = True, eigen_smooth: bool = False, check_finite: bool = True,
+                 layout: str | None = None, reshape_transform: Callable[..., Any] | None = None):
         record = registry.get(method)
         if not record.multi_exit:
             raise ValueError(f"explain_exits supports the activation-gradient methods "
                              f"{', '.join(registry.names(multi_exit=True))}; got "
                              f"{record.name!r} (use jaxcam.explain for it)")
         adapter, state, n_exits = make_exit_adapter(model)
+        adapter, self._explicit_layout = with_view(adapter, layout, reshape_transform, exits=True)
+        self._resized = resize
         super().__init__(adapter, state, check_finite)
         self._n_exits: int | None = None
         self._requested = None if exits is None else tuple(int(k) for k in exits)
@@ -254,6 +321,7 @@ class ExitExplainer(PreparedExplainer):
             return None
         return self._requested if self._requested is not None else tuple(range(self._n_exits))
 
+    @strict_keywords
     def __call__(self, images: Any, targets: Any = None, *, return_logits: bool = False
                  ) -> jax.Array | tuple[jax.Array, jax.Array]:
         """Maps of the requested exits.
@@ -275,6 +343,7 @@ class ExitExplainer(PreparedExplainer):
         which takes the arguments of :func:`jaxcam._exit_pipeline.explain_exits_core` after
         the adapter."""
         images, finite_checked = self._checked_images(images)
+        check_image_layout(images.shape, self._adapter.layout, self._explicit_layout)
         if self._n_exits is None:  # trace once, abstractly, to count the exits
             adapter, state = self._adapter, self._state
             self._set_exit_count(len(jax.eval_shape(
@@ -283,13 +352,18 @@ class ExitExplainer(PreparedExplainer):
         spec, classes = prepare_exit_targets(targets, len(exits), images.shape[0])
         maps, logits, finite = jitted(exits, self._opts, spec, self._state, images, classes)
         self._after_dispatch(classes, logits, finite, finite_checked)
+        size = image_size(images.shape, self._adapter.layout) if self._resized else (-1, -1)
+        check_output_shape(maps, (len(exits), images.shape[0], *size), "explain_exits")
         return (maps, logits) if return_logits else maps
 
 
+@strict_keywords
 def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str = "gradcam",
                   exits: Sequence[int] | None = None, relu: bool = True, normalize: bool = True,
                   resize: bool = True, eigen_smooth: bool = False, check_finite: bool = True,
-                  return_logits: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+                  return_logits: bool = False, layout: str | None = None,
+                  reshape_transform: Callable[..., Any] | None = None
+                  ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Class activation maps of every requested exit of a multi-exit model, in one pass.
 
     Works for any model exposing ``exit_features(x) -> [f_1, ..., f_K]`` (each exit's classifier
@@ -309,12 +383,19 @@ def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str =
       relu, normalize, resize, eigen_smooth: as in :func:`jaxcam.explain`.
       check_finite: raise if the images hold NaN or inf (see :class:`ExitExplainer`).
       return_logits: also return the (K, B, num_classes) logits of the requested exits.
+      layout, reshape_transform: as for :class:`ExitExplainer`.
 
     Returns:
       (K, B, H, W) float32 maps (and the logits if asked).
     """
     explainer = ExitExplainer(model, method=method, exits=exits, relu=relu, normalize=normalize,
                               resize=resize, eigen_smooth=eigen_smooth,
-                              check_finite=check_finite)
+                              check_finite=check_finite, layout=layout,
+                              reshape_transform=reshape_transform)
     shared = functools.partial(explain_exits_jit, explainer._adapter)
     return explainer._run(shared, images, targets, return_logits)
+
+
+# Keyword arguments of the entry points with **method_options, for their error messages.
+_EXPLAINER_KEYWORDS = keyword_names(Explainer.__init__, skip=2)
+_EXPLAIN_KEYWORDS = keyword_names(explain, skip=2)

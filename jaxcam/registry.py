@@ -142,12 +142,18 @@ class InputProbe:
       key: a PRNG key (SmoothGrad's noise).
       layer_maps: ``layer_maps(name)`` -> ``(B, H, W)`` post-processed maps of the registered
         layer method ``name`` at the target layer (Guided Grad-CAM's Grad-CAM).
+      model: ``model()`` -> the model itself in eval mode, inside the trace, where the adapter
+        can give it (a Flax NNX model; else ``model`` is None): for methods that look inside
+        it (FullGrad's biases).
+      score_output: model output -> ``(B,)`` scores for the same classes as ``score_images``.
     """
 
     images: jax.Array
     score_images: ScoreFn
     key: jax.Array
     layer_maps: Callable[[str], jax.Array]
+    model: Callable[[], Any] | None = None
+    score_output: Callable[[Any], jax.Array] | None = None
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from jaxcam.adapters._split_cache import cached_split
 from jaxcam.adapters._tap import Edit, LayerPath, Recorder, unknown_layer_error
 
 __all__ = ["Frozen", "NnxAdapter", "is_presplit", "merge_eval", "new_weights", "nnx_child",
@@ -93,10 +94,17 @@ def split_model(model: Any) -> tuple[Frozen, list[jax.Array]]:
     Returns:
       The :class:`Frozen` structure and the state's leaves (the arrays themselves: later in-place
       updates of the model's variables do not reach them).
+
+    A module's structure is cached per object (:mod:`jaxcam.adapters._split_cache`): a second
+    call on the same, structurally unchanged model returns the same :class:`Frozen` (hashed
+    once) and re-reads the current weights, so the one-shot ``explain``/``explain_exits`` do
+    not pay ``nnx.split`` on every call and still see weights changed in place.
     """
-    graphdef, state = model if is_presplit(model) else nnx.split(model)
-    leaves, treedef = jax.tree.flatten(state)
-    return Frozen(graphdef, treedef), leaves
+    if is_presplit(model):
+        graphdef, state = model
+        leaves, treedef = jax.tree.flatten(state)
+        return Frozen(graphdef, treedef), leaves
+    return cached_split(model, Frozen)
 
 
 def new_weights(frozen: Frozen, source: Any) -> list[jax.Array]:

@@ -14,8 +14,9 @@ __all__ = ["PairAdapter", "is_function_pair"]
 
 
 def is_function_pair(model: Any) -> bool:
-    """Whether ``model`` is a pair of callables."""
-    return isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model)
+    """Whether ``model`` is a plain tuple of two callables, never a named tuple (Haiku's
+    ``Transformed(init, apply)`` is a pair of functions, not ``(features_fn, head_fn)``)."""
+    return type(model) is tuple and len(model) == 2 and all(callable(f) for f in model)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ decoding, resizing), ``_preprocessing``, ``_engine`` (device step), ``_pipeline`
 from jaxcam.batch._decode import (
     DEFAULT_MAX_PIXELS,
     InputError,
+    PixelBudget,
     center_crop,
     declared_size,
     decode_checked,
@@ -31,13 +32,13 @@ from jaxcam.batch._decode import (
 from jaxcam.batch._distributed import init_distributed
 from jaxcam.batch._engine import ExplainStep
 from jaxcam.batch._extras import GalleryExtras
-from jaxcam.batch._names import expand_inputs, unique_names
+from jaxcam.batch._names import expand_inputs, shown, unique_names
 from jaxcam.batch._pipeline import Timings
 from jaxcam.batch._plan import SMALL_RUN, BatchJob, RunMismatchError, model_digest
 from jaxcam.batch._preprocessing import Preprocessing
 from jaxcam.batch._reader import Result, Results, open_results
 from jaxcam.batch._run import RunSummary, explain_dataset
-from jaxcam.batch._shards import owned_shards, shard_ranges
+from jaxcam.batch._shards import OutputError, owned_shards, shard_ranges
 from jaxcam.batch._sources import (
     FileSource,
     Inputs,
@@ -70,6 +71,9 @@ __all__ = [
     "Result",
     "init_distributed",
     "InputError",
+    "OutputError",
+    "PixelBudget",
+    "shown",
     "DEFAULT_MAX_PIXELS",
     "declared_size",
     "decode_checked",

@@ -1,11 +1,22 @@
-"""Reading one input safely: size limits checked from the header before decoding, truncation
-detected, any bit depth and channel count decoded to RGB, and the model's preprocessing
-(whole-image resize, or ImageNet's centre crop)."""
+"""Reading one input safely: only regular files are opened, the pixel count is known from the
+header before anything is decoded (or the file is refused), decoding holds a share of a memory
+budget, truncation is detected, any bit depth and channel count is decoded to RGB, and the model's
+preprocessing (whole-image resize, or ImageNet's centre crop) is applied.
+
+The header is read by Pillow's lazy ``Image.open`` (which parses the headers of every common
+format and, like libjpeg, skips stray bytes between JPEG markers, so a header that libjpeg would
+accept cannot hide its size), with small parsers for the formats OpenCV decodes but Pillow does
+not identify (Radiance HDR, PFM, PAM).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
-import struct
+import stat
+import threading
+import warnings
 
 import cv2
 import numpy as np
@@ -14,8 +25,9 @@ from jaxcam.batch._preprocessing import Preprocessing
 from jaxcam.extend.images import center_crop
 
 __all__ = ["InputError", "DEFAULT_MAX_PIXELS", "MAX_FILE_BYTES", "declared_size", "check_complete",
-           "read_image_checked", "decode_checked", "decode_image", "to_model_input", "preprocess",
-           "center_crop"]
+           "read_image_checked", "read_file_checked", "decode_checked", "decode_image",
+           "to_model_input", "preprocess", "center_crop", "PixelBudget", "file_kind",
+           "file_version"]
 
 # 100 megapixels: larger than any camera's photos, small enough that a few decoding threads at
 # once (3 bytes a pixel, plus OpenCV's working copies) cannot exhaust memory.
@@ -23,103 +35,85 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # A file this large is no image we could explain; refusing it before reading bounds memory.
 MAX_FILE_BYTES = 1 << 30
 
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
 class InputError(ValueError):
     """An input that cannot be explained; the message says why (recorded in errors.jsonl)."""
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's first start-of-frame segment, walking the segments."""
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None  # lost the segment structure: let the decoder judge
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or a scan before any frame header
-            return None
-        if marker in _SOF:
-            if i + 9 > len(data):
-                return None
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return w, h
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` describes, for messages: ``named pipe``, ``directory``..."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISLNK, "symbolic link")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _pillow_size(data: bytes) -> tuple[str, tuple[int, int]] | None:
+    """``(format, (width, height))`` from Pillow's header parsers, or None.
+
+    Pillow's own ``Image.open`` would refuse images above its global decompression-bomb limit
+    before telling their size; the plugins are therefore called as ``Image.open`` calls them
+    (``PIL.Image._open_core``), without that check: ``--max-pixels`` is the limit here.
+    """
+    from PIL import Image
+
+    Image.init()
+    prefix = data[:16]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": only the size matters
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            try:
+                verdict = True if accept is None else accept(prefix)
+                if not verdict or isinstance(verdict, str):  # a string: "not quite this one"
+                    continue
+                im = factory(io.BytesIO(data), "")
+            except Exception:  # noqa: BLE001 - not this format, or a header it cannot parse
+                continue
+            w, h = im.size
+            return im.format or fmt, (int(w), int(h))
     return None
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        return (1 + int.from_bytes(data[24:27], "little"),
-                1 + int.from_bytes(data[27:30], "little"))
-    if chunk == b"VP8 " and len(data) >= 30:
-        return (int.from_bytes(data[26:28], "little") & 0x3FFF,
-                int.from_bytes(data[28:30], "little") & 0x3FFF)
-    if chunk == b"VP8L" and len(data) >= 25:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None
-
-
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a (classic, not Big-) TIFF's first image file directory."""
-    end = "<" if data[:2] == b"II" else ">"
+def _text_header_size(data: bytes) -> tuple[str, tuple[int, int]] | None:
+    """``(format, (width, height))`` of the text-headed formats OpenCV reads and Pillow does not
+    identify: Radiance HDR (``-Y H +X W`` after the header lines), PFM and PAM."""
+    head = data[:4096]
     try:
-        (offset,) = struct.unpack(end + "I", data[4:8])
-        (count,) = struct.unpack(end + "H", data[offset:offset + 2])
-        found: dict[int, int] = {}
-        for k in range(count):
-            e = offset + 2 + 12 * k
-            tag, kind = struct.unpack(end + "HH", data[e:e + 4])
-            if tag in (256, 257):
-                fmt = end + ("H" if kind == 3 else "I")
-                found[tag] = struct.unpack(fmt, data[e + 8:e + 8 + struct.calcsize(fmt)])[0]
-    except struct.error:
+        if head.startswith((b"#?RADIANCE", b"#?RGBE")):
+            end = head.index(b"\n\n") + 2
+            fields = head[end:head.index(b"\n", end)].split()
+            dims = {fields[0][1:2]: int(fields[1]), fields[2][1:2]: int(fields[3])}
+            return "HDR", (dims[b"X"], dims[b"Y"])
+        if head[:3] in (b"PF\n", b"Pf\n"):
+            w, h = head[3:].split(None, 2)[:2]
+            return "PFM", (int(w), int(h))
+        if head[:3] == b"P7\n":
+            items = dict(line.split(None, 1) for line in head[3:].split(b"ENDHDR")[0]
+                         .decode("ascii").splitlines() if " " in line)
+            return "PAM", (int(items["WIDTH"]), int(items["HEIGHT"]))
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError):
         return None
-    return (found[256], found[257]) if 256 in found and 257 in found else None
+    return None
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:
     """The (width, height) an image file's header declares, read without decoding it.
 
-    Understands PNG, JPEG, GIF, BMP, WebP and TIFF headers; other formats give None (OpenCV's
-    own pixel limit then still applies when decoding).
+    Pillow's header parsers (PNG, JPEG, GIF, BMP, WebP, TIFF, PNM, JPEG 2000, Sun raster, AVIF
+    and more; JPEG markers found past stray bytes as libjpeg finds them), then Radiance HDR, PFM
+    and PAM.
 
     Args:
-      data: the file's bytes (the first few kilobytes suffice except for JPEGs with large
-        metadata segments before the frame header).
+      data: the file's bytes.
 
     Returns:
-      ``(width, height)`` or None.
+      ``(width, height)``, or None when no parser recognises the header.
     """
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            return None
-        w, h = struct.unpack(">II", data[16:24])
-        return w, h
-    if data[:3] == b"\xff\xd8\xff":
-        return _jpeg_size(data)
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        w, h = struct.unpack("<HH", data[6:10])
-        return w, h
-    if data[:2] == b"BM" and len(data) >= 26:
-        if int.from_bytes(data[14:18], "little") == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
-            w, h = struct.unpack("<HH", data[18:22])
-        else:
-            w, h = struct.unpack("<ii", data[18:26])
-        return abs(w), abs(h)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp_size(data)
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return _tiff_size(data)
-    return None
+    found = _pillow_size(data) or _text_header_size(data)
+    return None if found is None else found[1]
 
 
 def check_complete(data: bytes) -> None:
@@ -181,59 +175,168 @@ def decode_image(raw: np.ndarray) -> np.ndarray:
     return ((img.astype(np.float32) - info.min) * (255 / (info.max - info.min))).astype(np.float32)
 
 
-def decode_checked(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+class PixelBudget:
+    """A count of pixels that decoding threads may hold at once, shared by all of them.
+
+    A thread reserves an image's declared pixel count before decoding it and releases it once the
+    model input is made, waiting while the budget is spent: however many workers run, decoding
+    never holds more than ``pixels`` pixels (and OpenCV's working copies of them). An image larger
+    than the whole budget waits until it is alone.
+
+    Args:
+      pixels: the budget; the engine uses ``max(--max-pixels, batch x 4 megapixels)``, so one
+        image of the largest accepted size always fits and ordinary photos decode in parallel.
+    """
+
+    def __init__(self, pixels: int):
+        self.pixels = max(1, int(pixels))
+        self._free = self.pixels
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> int:
+        """Reserve ``n`` pixels (at most the whole budget), waiting until they are free."""
+        n = min(max(0, int(n)), self.pixels)
+        with self._cond:
+            self._cond.wait_for(lambda: self._free >= n)
+            self._free -= n
+        return n
+
+    def release(self, n: int) -> None:
+        """Give back what :meth:`acquire` returned."""
+        with self._cond:
+            self._free += n
+            self._cond.notify_all()
+
+
+def _check_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """The declared ``(width, height)``, or :class:`InputError` when unknown, empty or too large."""
+    found = _pillow_size(data) or _text_header_size(data)
+    if found is None:
+        head = data[:8]
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data"
+        raise InputError(f"not a decodable image: no known header tells its size ({len(data):,} "
+                         f"bytes; starts like {kind}: {head!r}); corrupt, not an image, or a "
+                         f"format whose size cannot be checked against --max-pixels before "
+                         f"decoding, so it is not decoded")
+    fmt, (w, h) = found
+    if w * h > max_pixels:
+        raise InputError(f"image declares {w}x{h} = {w * h:,} pixels ({fmt}), more than the limit "
+                         f"of {max_pixels:,} (--max-pixels): a decompression bomb or an image "
+                         f"too large to decode safely")
+    if w <= 0 or h <= 0:
+        raise InputError(f"image declares an empty {w}x{h} size; corrupt header")
+    return w, h
+
+
+def decode_checked(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   budget: PixelBudget | None = None) -> np.ndarray:
     """Decode an image file's bytes after checking its declared size and completeness.
 
     Args:
       data: the encoded file.
       max_pixels: largest width x height accepted (checked from the header, before decoding, so
-        a decompression bomb never allocates its pixels).
+        a decompression bomb never allocates its pixels; a file whose size cannot be read from
+        its header is refused).
+      budget: pixels decoding threads may hold together; this decode waits for its share.
 
     Returns:
       (H, W, 3) RGB on the 0..255 scale, uint8 (8-bit files) or float32 (16-bit, float).
 
     Raises:
-      InputError: empty, too large, truncated, or not a decodable image (the message says which).
+      InputError: empty, size unknown, too large, truncated, decoding to more pixels than it
+        declares, or not a decodable image (the message says which).
     """
     if not data:
         raise InputError("empty file (0 bytes)")
-    size = declared_size(data)
-    if size is not None:
-        w, h = size
-        if w * h > max_pixels:
-            raise InputError(f"image declares {w}x{h} = {w * h:,} pixels, more than the limit of "
-                             f"{max_pixels:,} (--max-pixels): a decompression bomb or an image "
-                             f"too large to decode safely")
-        if w == 0 or h == 0:
-            raise InputError(f"image declares an empty {w}x{h} size; corrupt header")
+    w, h = _check_size(data, max_pixels)
     check_complete(data)
+    held = 0 if budget is None else budget.acquire(w * h)
     try:
-        return decode_image(np.frombuffer(data, np.uint8))
+        img = decode_image(np.frombuffer(data, np.uint8))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    except cv2.error as exc:  # e.g. OpenCV's own pixel limit for formats not parsed above
+    except cv2.error as exc:  # e.g. OpenCV's own pixel limit
         raise InputError(f"OpenCV refused to decode it: {str(exc).strip().splitlines()[-1]}"
                          ) from None
+    finally:
+        if budget is not None:
+            budget.release(held)
+    if img.shape[0] * img.shape[1] > w * h:  # never seen, but then the header lied
+        raise InputError(f"decodes to {img.shape[1]}x{img.shape[0]} pixels though its header "
+                         f"declares {w}x{h}; corrupt or crafted file")
+    return img
 
 
-def read_image_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
-                       ) -> np.ndarray:
-    """Read and decode one image file, as :func:`decode_checked`, refusing huge files unread.
+def read_file_checked(path: str | os.PathLike, content_hash: bool = False
+                      ) -> tuple[bytes, str]:
+    """A regular file's bytes and its version, refusing anything else unread.
+
+    The file is opened non-blocking (a named pipe would otherwise wait for a writer forever)
+    and checked on the open descriptor, so what is read is what was checked.
+
+    Args:
+      path: the file.
+      content_hash: put a SHA-256 of the bytes in the version (else size and mtime only).
+
+    Returns:
+      ``(data, version)``; the version is ``"<size>:<mtime ns>"`` or ``"<size>:sha256:<hex>"``.
 
     Raises:
-      InputError: unreadable (missing, a directory, no permission), larger than
-        :data:`MAX_FILE_BYTES`, or anything :func:`decode_checked` refuses.
+      InputError: missing, not a regular file (the message names what it is), unreadable, or
+        larger than :data:`MAX_FILE_BYTES`.
     """
     try:
-        with open(path, "rb") as f:
-            n = os.fstat(f.fileno()).st_size
-            if n > MAX_FILE_BYTES:
-                raise InputError(f"file is {n:,} bytes, more than {MAX_FILE_BYTES:,}: not an "
-                                 f"image this tool decodes")
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}") from None
-    return decode_checked(data, max_pixels)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"not a regular file but a {file_kind(st.st_mode)}: only regular "
+                             f"files are read")
+        if st.st_size > MAX_FILE_BYTES:
+            raise InputError(f"file is {st.st_size:,} bytes, more than {MAX_FILE_BYTES:,}: not "
+                             f"an image this tool decodes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    version = (f"{len(data)}:sha256:{hashlib.sha256(data).hexdigest()}" if content_hash
+               else f"{st.st_size}:{st.st_mtime_ns}")
+    return data, version
+
+
+def file_version(path: str | os.PathLike, content_hash: bool = False) -> str:
+    """The version :func:`read_file_checked` would record for ``path`` now (``"missing"``,
+    ``"not-regular"`` or ``"unreadable"`` when it would refuse the file unread)."""
+    if content_hash:
+        try:
+            return read_file_checked(path, True)[1]
+        except InputError:
+            pass
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unreadable"
+    if not stat.S_ISREG(st.st_mode):
+        return "not-regular"
+    return "unreadable" if content_hash else f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def read_image_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+                       budget: PixelBudget | None = None) -> np.ndarray:
+    """Read and decode one image file, as :func:`decode_checked`, refusing huge or non-regular
+    files unread.
+
+    Raises:
+      InputError: unreadable (missing, a directory, a named pipe or device, no permission),
+        larger than :data:`MAX_FILE_BYTES`, or anything :func:`decode_checked` refuses.
+    """
+    return decode_checked(read_file_checked(path)[0], max_pixels, budget)
 
 
 def to_model_input(image: np.ndarray, size: int) -> np.ndarray:

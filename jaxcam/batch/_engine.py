@@ -4,7 +4,9 @@ A ``jax.sharding.Mesh`` with one axis, ``'data'``, spans the process's devices; 
 sharded along it, the model's parameters are replicated, and the step (normalise, then
 ``jaxcam.explain_exits`` for the method and any compared methods) is compiled once, ahead of
 time, for one batch shape. Shorter batches are padded to that shape and the padding dropped, so
-no input can trigger a second compilation.
+no input can trigger a second compilation. By default each device runs its examples one at a
+time through the same compiled loop body, so that results are bit-identical whatever the batch
+size, the device count or an example's position in its batch.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class ExplainStep:
       compare: further methods computed in the same step (for pictures only).
       batch_size: images per step; rounded up to a multiple of the number of devices.
       devices: the devices of the mesh (default ``jax.local_devices()``).
+      micro_batch: examples each device computes together, through one compiled loop body
+        (``jax.shard_map`` over the devices, ``jax.lax.map`` over each device's examples).
+        1 (default): every example's arithmetic is the same whatever its slot, the batch size
+        or the device count, so results are bit-identical (batched CPU kernels treat the rows
+        of a vectorisation remainder differently, e.g. the last slot of a batch of 8). None:
+        the whole batch at once, as one SPMD program (results equal to about 1e-6).
 
     Attributes:
       batch_size: the padded per-step batch.
@@ -48,7 +56,7 @@ class ExplainStep:
                  std: Sequence[float],
                  method: str = "gradcam", exits: Sequence[int], target: str = "pred",
                  compare: Sequence[str] = (), batch_size: int = 32,
-                 devices: Sequence[jax.Device] | None = None):
+                 devices: Sequence[jax.Device] | None = None, micro_batch: int | None = 1):
         import time
 
         from flax import nnx
@@ -58,7 +66,9 @@ class ExplainStep:
         devices = list(jax.local_devices() if devices is None else devices)
         self.mesh = Mesh(np.asarray(devices, dtype=object), ("data",))
         n = len(devices)
-        self.batch_size = -(-max(1, int(batch_size)) // n) * n
+        self.micro_batch = None if micro_batch is None else max(1, int(micro_batch))
+        unit = n * (self.micro_batch or 1)
+        self.batch_size = -(-max(1, int(batch_size)) // unit) * unit
         self.image_size = int(image_size)
         self.exits = tuple(int(k) for k in exits)
         self.compilations = 0
@@ -71,9 +81,8 @@ class ExplainStep:
         std32 = np.asarray(std, np.float32)
         compare = tuple(compare)
 
-        def step(state: Any, images: jax.Array, classes: jax.Array
-                 ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
-            self.compilations += 1  # runs only while tracing: once per compilation
+        def explain(state: Any, images: jax.Array, classes: jax.Array
+                    ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
             net = merge_eval(graph, state)
             # The arithmetic of the usual host-side normalisation, (x / 255 - mean) / std in
             # float32; inside the compiled step (one compilation) it may differ in the last bit.
@@ -84,6 +93,39 @@ class ExplainStep:
             extra = tuple(explain_exits(net, x, targets=targets, method=m, exits=self.exits)
                           for m in compare)
             return maps, logits, extra
+
+        m = self.micro_batch
+
+        def local(state: Any, images: jax.Array, classes: jax.Array
+                  ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
+            # One device's examples, ``m`` at a time through the same compiled loop body: an
+            # example's arithmetic is then the same whatever its position, the batch size or
+            # the device count (a batched kernel treats a remainder of rows differently).
+            k = images.shape[0] // m
+
+            def body(chunk: tuple[jax.Array, jax.Array]):
+                maps, logits, extra = explain(state, *chunk)
+                return maps, logits, extra
+
+            out = jax.lax.map(body, (images.reshape(k, m, *images.shape[1:]),
+                                     classes.reshape(k, m)))
+
+            def merge(a: jax.Array) -> jax.Array:  # (k, K, m, ...) -> (K, k * m, ...)
+                a = jnp.moveaxis(a, 0, 1)
+                return a.reshape(a.shape[0], k * m, *a.shape[3:])
+
+            return jax.tree.map(merge, out)
+
+        def step(state: Any, images: jax.Array, classes: jax.Array
+                 ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
+            self.compilations += 1  # runs only while tracing: once per compilation
+            if m is None:
+                return explain(state, images, classes)
+            spec = PartitionSpec("data")
+            return jax.shard_map(local, mesh=self.mesh, in_specs=(PartitionSpec(), spec, spec),
+                                 out_specs=(PartitionSpec(None, "data"),) * 2
+                                 + ((PartitionSpec(None, "data"),) * len(compare),),
+                                 check_vma=False)(state, images, classes)
 
         s = self.image_size
         images = jax.ShapeDtypeStruct((self.batch_size, s, s, 3), jnp.float32,

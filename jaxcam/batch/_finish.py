@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jaxcam.batch._extras import GalleryExtras
+from jaxcam.batch._names import shown
 from jaxcam.batch._pictures import Pictures, gallery_entry
 from jaxcam.batch._reader import Result
 from jaxcam.batch._shards import (
@@ -20,13 +21,14 @@ from jaxcam.batch._shards import (
     SHARD_DIR,
     atomic_write_text,
     read_shard_meta,
+    remove_leftovers,
     shard_path,
     shard_ranges,
     write_shard,
 )
 from jaxcam.viz import write_gallery
 
-__all__ = ["valid_shard", "finish_run", "MANIFEST", "ERRORS"]
+__all__ = ["valid_shard", "shard_state", "finish_run", "MANIFEST", "ERRORS"]
 
 _LIGHT = ("index", "err_index", "err_files", "err_reasons")
 
@@ -41,6 +43,22 @@ def valid_shard(out: Path, j: int, fingerprint: str, expected: range,
         return None
     done = set(meta["index"].tolist()) | set(meta["err_index"].tolist())
     return meta if done == set(expected) else None
+
+
+def shard_state(out: Path, j: int, fingerprint: str, expected: range,
+                version: Callable[[int, bool], str]) -> str:
+    """``"done"`` if shard ``j`` is valid (:func:`valid_shard`) and every input is still what it
+    was when decoded (``version(i, content_hash)`` equals the recorded one), ``"changed"`` if
+    it is valid but an input changed since, ``"missing"`` otherwise."""
+    meta = valid_shard(out, j, fingerprint, expected,
+                       fields=("ver_index", "versions", "content_hash"))
+    if meta is None:
+        return "missing"
+    recorded = dict(zip(meta["ver_index"].tolist(), meta["versions"].tolist(), strict=True))
+    content = bool(meta["content_hash"])
+    if set(recorded) != set(expected):
+        return "changed"
+    return "done" if all(version(i, content) == recorded[i] for i in expected) else "changed"
 
 
 def _merged_npz(path: Path, out: Path, n_shards: int, fingerprint: str, exits: Sequence[int],
@@ -115,10 +133,9 @@ def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,
     Returns:
       The manifest as written (``complete`` is False if a shard is missing).
     """
-    # Every process has passed the final barrier: no shard is being written any more, so
-    # temporary files left by killed writers can go.
-    for tmp in (out / SHARD_DIR).glob(".shard-*.tmp*"):
-        tmp.unlink(missing_ok=True)
+    # Every process has passed the final barrier: nothing is being written any more, so
+    # temporary files left by killed writers (shards, pictures, an interrupted merge) can go.
+    remove_leftovers(out)
     ranges = shard_ranges(n_inputs, shard_size)
     shards, missing = [], []
     errors: list[dict[str, Any]] = [{"index": None, "file": f, "reason": r}
@@ -138,7 +155,7 @@ def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,
                        "failed": int(len(meta["err_index"]))})
     lines = "".join(json.dumps(e) + "\n" for e in errors)
     atomic_write_text(out / ERRORS, lines)
-    atomic_write_text(out / "errors.txt", "".join(f"{e['file']}\t{e['reason']}\n"
+    atomic_write_text(out / "errors.txt", "".join(f"{shown(e['file'])}\t{shown(e['reason'])}\n"
                                                   for e in errors))
     written = {"shards": f"{SHARD_DIR}/", "errors": ERRORS}
     complete = not missing
@@ -148,7 +165,7 @@ def finish_run(out: Path, *, n_inputs: int, shard_size: int, fingerprint: str,
         written["cams.npz"] = "cams.npz"
     if complete and pictures is not None and pictures.grid:
         entries = _gallery_entries(out, len(ranges), fingerprint, pictures, extras)
-        failed = [(e["file"], e["reason"]) for e in errors]
+        failed = [(shown(e["file"]), shown(e["reason"])) for e in errors]
         write_gallery(out, entries, {**gallery_settings, "images explained": explained,
                                      "failed inputs": len(failed)}, errors=failed,
                       warning=None if extras is None else extras.warning)

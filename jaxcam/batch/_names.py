@@ -1,58 +1,218 @@
-"""From command-line inputs to files, and from files to distinct output names."""
+"""From command-line inputs to files, and from files to distinct, bounded output names.
+
+Walks never follow a symbolic link into a folder they are already inside (a loop) and never
+list a folder twice; whatever they cannot list, follow or read is reported with the reason,
+never dropped in silence. Paths stay ``str`` with undecodable bytes as surrogate escapes (as
+``os.listdir`` gives them), so a file named in any encoding is an input like any other.
+"""
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxcam.batch._decode import file_kind
 from jaxcam.extend.images import IMAGE_EXTENSIONS
 
-__all__ = ["expand_inputs", "unique_names", "read_file_list", "number_clashes"]
+__all__ = ["expand_inputs", "unique_names", "read_file_list", "number_clashes", "shown",
+           "MAX_NAME"]
+
+#: Longest output name: pictures are ``<name>_exits.png``, well below any file system's 255.
+MAX_NAME = 100
 
 
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The files that command-line inputs designate, and the inputs that designate nothing.
+def shown(text: str) -> str:
+    """``text`` printable as UTF-8: undecodable bytes of a file name (surrogate escapes) as
+    ``\\xe9`` (for errors.txt, the gallery and the terminal; the files keep their real names)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+class _Walk:
+    """Files below folders, sorted, following links once; problems become error entries."""
+
+    def __init__(self, exclude: Sequence[str]):
+        self.exclude = {os.path.realpath(p) for p in exclude}
+        self.errors: list[tuple[str, str]] = []
+        self._listed: set[tuple[int, int]] = set()
+
+    def files(self, top: str, want=_is_image_name, hidden: bool = False) -> list[str]:
+        """Files under ``top`` whose name ``want`` accepts (hidden ones only if ``hidden``)."""
+        found: list[str] = []
+        self._dir(top, want, hidden, found, ())
+        return found
+
+    def _dir(self, path: str, want, hidden: bool, found: list[str],
+             ancestors: tuple[tuple[int, int], ...]) -> None:
+        if os.path.realpath(path) in self.exclude:
+            return  # the run's own output folder is never an input
+        try:
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                self.errors.append((path, "symbolic link loop: leads back to a folder it is "
+                                          "inside; not followed"))
+                return
+            if key in self._listed:
+                return  # the same folder through another link: its files are listed once
+            self._listed.add(key)
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self.errors.append((path, f"cannot list folder: {exc.strerror or exc}"))
+            return
+        for entry in entries:
+            if not hidden and entry.name.startswith("."):
+                continue
+            sub = os.path.join(path, entry.name)
+            try:
+                is_dir = entry.is_dir()  # follows links
+                is_link = entry.is_symlink()
+            except OSError as exc:
+                self.errors.append((sub, f"cannot read: {exc.strerror or exc}"))
+                continue
+            if is_dir:
+                self._dir(sub, want, hidden, found, (*ancestors, key))
+                continue
+            if not want(entry.name):
+                continue
+            try:
+                mode = entry.stat().st_mode
+            except OSError as exc:
+                reason = (f"broken symbolic link (-> {os.readlink(sub)})" if is_link
+                          and not os.path.exists(sub) else f"cannot read: {exc.strerror or exc}")
+                self.errors.append((sub, reason))
+                continue
+            if stat.S_ISREG(mode):
+                found.append(sub)
+            else:
+                self.errors.append((sub, f"not a regular file but a {file_kind(mode)}"))
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """A regular expression for a glob pattern as :func:`glob.glob` with ``recursive=True``
+    matches it: ``**`` any number of folders, ``*``/``?`` within one name, not a hidden one."""
+    parts = []
+    comps = pattern.split("/")
+    for k, comp in enumerate(comps):
+        last = k == len(comps) - 1
+        if comp == "**":
+            parts.append("(?:[^/.][^/]*/)*" + ("[^/.][^/]*" if last else ""))
+            continue
+        piece = "" if comp.startswith(".") else r"(?!\.)"
+        i = 0
+        while i < len(comp):
+            c = comp[i]
+            if c == "*":
+                piece += "[^/]*"
+            elif c == "?":
+                piece += "[^/]"
+            elif c == "[" and "]" in comp[i + 2:]:
+                j = comp.index("]", i + 2)
+                body = comp[i + 1:j]
+                piece += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
+                i = j
+            else:
+                piece += re.escape(c)
+            i += 1
+        parts.append(piece + ("" if last else "/"))
+    return re.compile("".join(parts) + r"\Z", re.S)
+
+
+def _glob(item: str, walk: _Walk) -> list[str]:
+    """Matches of a pattern; ``**`` is walked by :class:`_Walk` (links followed once), since
+    :func:`glob.glob` follows link loops until paths reach the system's length limit."""
+    if "**" not in item:
+        return sorted(glob.glob(item))
+    comps = item.split("/")
+    k = next(i for i, c in enumerate(comps) if glob.has_magic(c))
+    root = "/".join(comps[:k]) or ("/" if item.startswith("/") else ".")
+    regex = _glob_regex("/".join(comps[k:]))
+    prefix = "" if root == "." and not item.startswith("./") else root.rstrip("/") + "/"
+    files = walk.files(root, want=lambda name: True, hidden=True)
+    out = []
+    for f in files:
+        rel = os.path.relpath(f, root).replace(os.sep, "/")
+        if regex.match(rel):
+            out.append(prefix + rel if prefix else rel)
+    return sorted(out)
+
+
+def expand_inputs(inputs: Sequence[str], exclude: Sequence[str | os.PathLike] = ()
+                  ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files that command-line inputs designate, and what designates nothing or fails.
 
     A file is taken whatever its name; a directory gives every file with an image extension
     (:data:`jaxcam.extend.images.IMAGE_EXTENSIONS`, any case) below it, recursively, hidden
     ones excepted; anything else is a glob pattern (``**`` recursive), of whose matches the
-    files are taken. Files named twice are taken once, in first-seen order; directories and
-    patterns are sorted.
+    files are taken. Symbolic links are followed once: a link back into a folder being walked is
+    a loop (reported, not followed), a folder reached twice is listed once. Files named twice
+    are taken once, in first-seen order; directories and patterns are sorted. Only regular
+    files are inputs: a named pipe, device or socket, a broken link, an unreadable folder are
+    reported with the reason. Nothing inside ``exclude`` (the run's output folder) is taken.
 
     Args:
       inputs: the INPUT arguments.
+      exclude: folders whose contents are never inputs.
 
     Returns:
       ``(files, errors)`` with ``errors`` holding ``(input, reason)`` pairs.
     """
     files: list[Path] = []
-    seen: set[Path] = set()
-    errors: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    walk = _Walk([os.fspath(p) for p in exclude])
+    errors = walk.errors
 
-    def add(found: Sequence[Path]) -> None:
+    def inside_excluded(path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in walk.exclude)
+
+    def add(found: Sequence[str], named: bool = False) -> None:
         for path in found:
-            key = path.resolve()
+            if inside_excluded(path):
+                if named:
+                    errors.append((path, "inside the run's output folder: its outputs are "
+                                         "never inputs"))
+                continue
+            key = os.path.realpath(path)
             if key not in seen:
                 seen.add(key)
-                files.append(path)
+                files.append(Path(path))
+
+    def regular(path: str) -> bool:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            reason = (f"broken symbolic link (-> {os.readlink(path)})" if os.path.islink(path)
+                      else f"cannot read: {exc.strerror or exc}")
+            errors.append((path, reason))
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        if not stat.S_ISDIR(mode):
+            errors.append((path, f"not a regular file but a {file_kind(mode)}"))
+        return False
 
     for item in inputs:
-        path = Path(item)
-        if path.is_file():
-            add([path])
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
+        if os.path.lexists(item) and not os.path.isdir(item):
+            if regular(item):
+                add([item], named=True)
+        elif os.path.isdir(item):
+            before = len(files)
+            add(walk.files(item))
+            if len(files) == before and not any(e[0].startswith(item) for e in errors):
                 errors.append((item, f"directory holds no images ({', '.join(IMAGE_EXTENSIONS)})"))
-            add(found)
         elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            found = [p for p in _glob(item, walk) if not os.path.isdir(p) and regular(p)]
             if not found:
                 errors.append((item, "pattern matches no files"))
             add(found)
@@ -115,8 +275,19 @@ def unique_names(files: Sequence[Path]) -> list[str]:
             return number_clashes(names)  # identical paths up to case or sanitising
 
 
+def _bounded(name: str) -> str:
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{name[:MAX_NAME - 9]}-{digest}"
+
+
 def number_clashes(names: Sequence[str]) -> list[str]:
-    """Number names that clash ignoring case: the second ``cat`` becomes ``cat-2``.
+    """Names distinct ignoring case and at most :data:`MAX_NAME` characters long.
+
+    A longer name is cut and ends with a hash of the whole; the second ``cat`` becomes ``cat-2``
+    unless some input is itself named ``cat-2`` (then ``cat-3``...): a name is only ever given
+    once, whichever group of inputs it comes from.
 
     Args:
       names: output names.
@@ -124,12 +295,17 @@ def number_clashes(names: Sequence[str]) -> list[str]:
     Returns:
       The names, distinct ignoring case.
     """
-    counts: dict[str, int] = {}
+    bounded = [_bounded(n) for n in names]
+    wanted = {n.lower() for n in bounded}
+    taken: set[str] = set()
     out = []
-    for name in names:
-        n = counts.get(name.lower(), 0)
-        counts[name.lower()] = n + 1
-        out.append(name if n == 0 else f"{name}-{n + 1}")
+    for name in bounded:
+        candidate, k = name, 1
+        while candidate.lower() in taken or (k > 1 and candidate.lower() in wanted):
+            k += 1
+            candidate = f"{name}-{k}"
+        taken.add(candidate.lower())
+        out.append(candidate)
     return out
 
 

@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 
 from jaxcam.batch._extras import GalleryExtras
+from jaxcam.batch._names import shown
 from jaxcam.batch._reader import Result
-from jaxcam.viz import exit_grid, show_cam_on_image, write_png
+from jaxcam.batch._shards import write_file_fast
+from jaxcam.viz import exit_grid, show_cam_on_image
 
 __all__ = ["Pictures", "softmax", "write_pictures", "gallery_entry"]
 
@@ -56,6 +58,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Encode an (H, W, 3) uint8 RGB picture as PNG and write it atomically.
+
+    Raises:
+      OSError: OpenCV cannot encode it, or the file cannot be written.
+    """
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode {path.name} as PNG")
+    write_file_fast(path, buf.tobytes())
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -135,10 +149,12 @@ def gallery_entry(p: Pictures, result: Result,
         source = os.path.relpath(Path(file).resolve(), p.out.resolve())
     except ValueError:  # another drive, or not a file (a data set image)
         source = None
-    if source is not None and not source.startswith("..") and Path(file).is_file():
+    if source is not None and not source.startswith("..") and Path(file).is_file() \
+            and shown(source) == source:  # a link needs a name that is valid UTF-8
         links["input"] = source
     if extras is not None and extras.links is not None:
         links.update(extras.links(result))
     true = "unknown" if label < 0 else p.class_names[label]
-    return {"name": name, "grid": f"{name}_exits.png", "source": str(file), "links": links,
+    return {"name": name, "grid": f"{name}_exits.png", "source": shown(str(file)),
+            "links": links,
             "rows": rows, "note": f"true class: {true}; original size {w}x{h}"}

@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxcam.batch._decode import preprocess
+from jaxcam.batch._decode import PixelBudget, preprocess
 from jaxcam.batch._engine import ExplainStep
 from jaxcam.batch._pictures import Pictures, write_pictures
 from jaxcam.batch._preprocessing import Preprocessing
-from jaxcam.batch._shards import shard_path, write_shard
+from jaxcam.batch._shards import OutputError, shard_path, write_shard
 from jaxcam.batch._sources import Inputs
 
 __all__ = ["Timings", "ShardContext", "run_pipeline"]
@@ -64,6 +64,7 @@ class ShardContext:
     class_names: tuple[str, ...]
     method: str
     process: int
+    content_hash: bool = False
 
 
 @dataclasses.dataclass
@@ -75,13 +76,20 @@ class _Prepared:
     size: tuple[int, int] = (0, 0)
     error: str | None = None
     seconds: float = 0.0
+    version: str = ""
 
 
 def _prepare(inputs: Inputs, i: int, prep: Preprocessing, classes: Mapping[str, int],
-             need_label: bool, keep_original: bool, max_pixels: int) -> _Prepared:
+             need_label: bool, keep_original: bool, max_pixels: int, budget: PixelBudget,
+             content_hash: bool) -> _Prepared:
     start = time.perf_counter()
+    version = ""
     try:
-        original = inputs.load(i, max_pixels)
+        try:
+            original, version = inputs.read(i, max_pixels, budget, content_hash)
+        except ValueError as exc:
+            version = getattr(exc, "version", None) or inputs.version(i, content_hash)
+            raise
         label = inputs.label(i, classes)
         if need_label and label is None:
             by_index = {v: k for k, v in classes.items()}  # exact names come last
@@ -89,14 +97,15 @@ def _prepare(inputs: Inputs, i: int, prep: Preprocessing, classes: Mapping[str, 
             shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
             return _Prepared(i, error=f"--target true needs the class as the parent folder's "
                              f"name (or the data set's label); {inputs.class_name(i)!r} is not "
-                             f"one of {shown}", seconds=time.perf_counter() - start)
+                             f"one of {shown}", seconds=time.perf_counter() - start,
+                             version=version)
         small = preprocess(original, prep, inputs.crop(i))
         return _Prepared(i, small, -1 if label is None else label,
                          original if keep_original else None, original.shape[:2],
-                         seconds=time.perf_counter() - start)
+                         seconds=time.perf_counter() - start, version=version)
     except Exception as exc:  # noqa: BLE001 - a bad input is recorded, never fatal
         reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-        return _Prepared(i, error=reason, seconds=time.perf_counter() - start)
+        return _Prepared(i, error=reason, seconds=time.perf_counter() - start, version=version)
 
 
 class _Shard:
@@ -106,7 +115,7 @@ class _Shard:
         self.expected = expected
         self.rows: dict[int, tuple] = {}
         self.errors: dict[int, str] = {}
-        self.picture_errors: dict[int, str] = {}  # explained, so not counted as outstanding
+        self.versions: dict[int, str] = {}  # of what was decoded (explained or failed)
 
     @property
     def complete(self) -> bool:
@@ -123,8 +132,9 @@ def _write(ctx: ShardContext, j: int, shard: _Shard, inputs: Inputs) -> None:
     else:
         maps = np.zeros((k, 0, 0, 0), ctx.map_dtype)
         logits = np.zeros((k, 0, len(ctx.class_names)), np.float32)
-    reasons = {**shard.errors, **shard.picture_errors}
+    reasons = shard.errors
     errs = sorted(reasons)
+    done = sorted(shard.versions)
     write_shard(shard_path(ctx.out, j), {
         "shard": np.int64(j), "fingerprint": np.asarray(ctx.fingerprint),
         "process": np.int64(ctx.process),
@@ -141,7 +151,11 @@ def _write(ctx: ShardContext, j: int, shard: _Shard, inputs: Inputs) -> None:
         "err_reasons": np.asarray([reasons[i] for i in errs], dtype=str),
         "exits": np.asarray(ctx.exit_numbers, np.int32),
         "class_names": np.asarray(ctx.class_names, dtype=str),
-        "method": np.asarray(ctx.method)})
+        "method": np.asarray(ctx.method),
+        # What each input was when decoded: a re-run recomputes the shard if one has changed.
+        "ver_index": np.asarray(done, np.int64),
+        "versions": np.asarray([shard.versions[i] for i in done], dtype=str),
+        "content_hash": np.asarray(ctx.content_hash)})
 
 
 def _writer(q: queue.Queue, ctx: ShardContext, inputs: Inputs, pictures: Pictures | None,
@@ -160,21 +174,28 @@ def _writer(q: queue.Queue, ctx: ShardContext, inputs: Inputs, pictures: Picture
                 shard = shards.setdefault(j, _Shard(len(range(
                     j * ctx.shard_size, min(len(inputs), (j + 1) * ctx.shard_size)))))
                 touched.add(j)
-                if isinstance(payload, str):
-                    shard.errors[i] = payload
+                if isinstance(payload, tuple) and isinstance(payload[0], str):
+                    shard.errors[i], shard.versions[i] = payload
                     continue
                 prep, maps, logits, targets, extra = payload
                 shard.rows[i] = (maps, logits, targets, prep.label, prep.size)
+                shard.versions[i] = prep.version
                 if pictures is not None:
+                    # A picture that cannot be written stops the run before its shard is
+                    # written: the shard stays missing, so the re-run redoes the picture.
                     try:
                         write_pictures(pictures, inputs.names[i], prep.original, prep.small,
                                        None if prep.label < 0 else prep.label, maps, logits,
                                        extra)
                     except OSError as exc:
-                        shard.picture_errors[i] = f"explained, but cannot write its pictures: {exc}"
+                        raise OutputError(ctx.out, f"cannot write the pictures of "
+                                                   f"{inputs.names[i]}", exc) from None
             for j in sorted(touched):
                 if shards[j].complete:
-                    _write(ctx, j, shards.pop(j), inputs)
+                    try:
+                        _write(ctx, j, shards.pop(j), inputs)
+                    except OSError as exc:
+                        raise OutputError(ctx.out, f"cannot write shard {j}", exc) from None
                     timings.shards_written += 1
                     if on_shard is not None:
                         on_shard(j)
@@ -200,8 +221,11 @@ def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep,
               target: str | int, classes: Mapping[str, int], keep_original: bool,
               max_pixels: int, workers: int,
               batches: queue.Queue, writer_q: queue.Queue, timings: Timings,
-              stop: threading.Event) -> None:
+              stop: threading.Event, content_hash: bool) -> None:
     need_label = target == "true"
+    # Decoding threads together hold at most this many pixels: one image of the largest
+    # accepted size, or a batch of ordinary photos.
+    budget = PixelBudget(max(max_pixels, step.batch_size * 4_000_000))
 
     def emit(pending: list[_Prepared]) -> None:
         x = np.stack([p.small for p in pending])
@@ -225,7 +249,8 @@ def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep,
                 i = next(order, None)
                 if i is not None:
                     window.append(pool.submit(_prepare, inputs, i, preprocessing, classes,
-                                              need_label, keep_original, max_pixels))
+                                              need_label, keep_original, max_pixels, budget,
+                                              content_hash))
 
             for _ in range(depth):
                 submit()
@@ -236,7 +261,7 @@ def _producer(inputs: Inputs, todo: Sequence[range], step: ExplainStep,
                 timings.decode_s += prep.seconds
                 if prep.error is not None:
                     timings.failed += 1
-                    writer_q.put([(prep.index, prep.error)])
+                    writer_q.put([(prep.index, (prep.error, prep.version))])
                     continue
                 pending.append(prep)
                 if len(pending) == step.batch_size:
@@ -284,7 +309,7 @@ def run_pipeline(inputs: Inputs, todo: Sequence[range], step: ExplainStep, ctx: 
     producer = threading.Thread(target=_producer, name="jaxcam-input", daemon=True,
                                 args=(inputs, todo, step, prep, target, classes,
                                       pictures is not None, max_pixels, workers, batches,
-                                      writer_q, timings, stop))
+                                      writer_q, timings, stop, ctx.content_hash))
     start = time.perf_counter()
     writer.start()
     producer.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import time
@@ -17,7 +18,7 @@ import numpy as np
 from jaxcam.batch._distributed import gather_counts
 from jaxcam.batch._engine import ExplainStep
 from jaxcam.batch._extras import GalleryExtras
-from jaxcam.batch._finish import finish_run, valid_shard
+from jaxcam.batch._finish import finish_run, shard_state
 from jaxcam.batch._pictures import Pictures
 from jaxcam.batch._pipeline import ShardContext, Timings, run_pipeline
 from jaxcam.batch._plan import (
@@ -31,6 +32,7 @@ from jaxcam.batch._preprocessing import Preprocessing
 from jaxcam.batch._progress import Progress
 from jaxcam.batch._shards import (
     MANIFEST,
+    OutputError,
     atomic_write_text,
     owned_shards,
     shard_ranges,
@@ -38,6 +40,9 @@ from jaxcam.batch._shards import (
 from jaxcam.batch._sources import Inputs, class_index
 
 __all__ = ["RunSummary", "explain_dataset"]
+
+# A full disk or quota, a read-only file system: whichever file it hits, the output is at fault.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 @dataclasses.dataclass
@@ -50,7 +55,9 @@ class RunSummary:
       explained: inputs explained (whole run).
       failed: inputs that failed (whole run, including command-line inputs matching nothing).
       errors: ``(input, reason)`` pairs (process 0 only; empty elsewhere).
-      shards: shard files of the run; resumed: those found complete and skipped.
+      shards: shard files of the run; resumed: those found complete and skipped (all processes).
+      changed: shards found complete but recomputed because an input changed since (all
+        processes).
       seconds: wall time of this process; images_per_s: inputs explained by this call in all
         processes (not those resumed) per second of it.
       complete: every shard exists (False if another process failed).
@@ -74,6 +81,7 @@ class RunSummary:
     devices: int
     batch_size: int
     compilations: int
+    changed: int = 0
 
 
 def _usable_cores() -> int:
@@ -97,6 +105,15 @@ def _start_manifest(out: Path, plan: Plan, prep: Preprocessing, job: BatchJob,
     return manifest
 
 
+def _finished(out: Path, plan: Plan) -> bool:
+    """Whether ``out`` holds this run's manifest, marked complete."""
+    try:
+        old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return old.get("fingerprint") == plan.fingerprint and bool(old.get("complete"))
+
+
 def _pictures(out: Path, plan: Plan, prep: Preprocessing, job: BatchJob,
               extras: GalleryExtras | None) -> Pictures | None:
     if plan.save == "none":
@@ -117,7 +134,8 @@ def _compute(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob, pla
     step = ExplainStep(model, image_size=prep.image_size, mean=prep.mean, std=prep.std,
                        method=job.method, exits=plan.exits,
                        target="pred" if job.target == "pred" else "index",
-                       compare=job.compare, batch_size=job.batch_size, devices=devices)
+                       compare=job.compare, batch_size=job.batch_size, devices=devices,
+                       micro_batch=job.micro_batch)
     ctx = ShardContext(out=out, fingerprint=plan.fingerprint, shard_size=plan.shard_size,
                        map_dtype=plan.map_dtype, exit_numbers=plan.exit_numbers,
                        class_names=prep.class_names, method=job.method, process=process)
@@ -160,18 +178,45 @@ def explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJ
 
     Raises:
       RunMismatchError: ``job.out`` holds a run with other inputs or settings.
+      OutputError: ``job.out`` cannot be written (read-only, full); what was written is kept
+        and the same call finishes the run once the cause is fixed.
     """
+    try:
+        return _explain_dataset(model, prep, inputs, job, devices=devices, progress=progress,
+                                on_shard=on_shard, extras=extras)
+    except OutputError:
+        raise
+    except OSError as exc:  # e.g. ENOSPC or EROFS writing a manifest, the gallery, cams.npz
+        where = os.path.realpath(exc.filename) if exc.filename is not None else ""
+        if not (where.startswith(os.path.realpath(job.out)) or exc.errno in _FULL):
+            raise
+        raise OutputError(job.out, "cannot write", exc) from exc
+
+
+def _explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob, *,
+                     devices: Sequence[jax.Device] | None, progress: bool,
+                     on_shard: Callable[[int], None] | None,
+                     extras: GalleryExtras | None) -> RunSummary:
     start = time.perf_counter()
     out = Path(job.out)
     process, processes = jax.process_index(), jax.process_count()
+    inputs = inputs.excluding(out)  # a run never explains its own outputs
     plan = plan_run(model, prep, inputs, job)
     agree(plan, len(inputs), process, processes)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out, "cannot create the output folder", exc) from None
     check_out(out, plan.fingerprint, plan.settings, job.overwrite, process == 0)
-    manifest = _start_manifest(out, plan, prep, job, processes, write=process == 0)
     ranges = shard_ranges(len(inputs), plan.shard_size)
     mine = owned_shards(len(ranges), process, processes)
-    todo = [j for j in mine if valid_shard(out, j, plan.fingerprint, ranges[j]) is None]
+    states = {j: shard_state(out, j, plan.fingerprint, ranges[j], inputs.version) for j in mine}
+    todo = [j for j in mine if states[j] != "done"]
+    changed = sum(state == "changed" for state in states.values())
+    # A finished run stays readable while a re-run with nothing to do checks it: the manifest
+    # says "not complete" only once there is something to compute.
+    manifest = _start_manifest(out, plan, prep, job, processes,
+                               write=process == 0 and (bool(todo) or not _finished(out, plan)))
     pictures = _pictures(out, plan, prep, job, extras)
     timings, compilations, batch = Timings(), 0, job.batch_size
     if todo:
@@ -179,7 +224,8 @@ def explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJ
             model, prep, inputs, job, plan, [ranges[j] for j in todo], pictures, out=out,
             devices=devices, progress=progress, on_shard=on_shard)
     mine_done = np.asarray([timings.explained, timings.failed, len(todo),
-                            int(1000 * (time.perf_counter() - start))], np.int32)
+                            int(1000 * (time.perf_counter() - start)), len(mine) - len(todo),
+                            changed], np.int32)
     counts = gather_counts(mine_done)  # also the barrier: every process's shards are written
     result: dict[str, Any] = {}
     if process == 0:
@@ -202,7 +248,8 @@ def explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJ
     n_devices = len(jax.local_devices() if devices is None else devices)
     return RunSummary(out=out, inputs=len(inputs), explained=int(totals[0]),
                       failed=int(totals[1]), errors=result.get("errors_list", []),
-                      shards=len(ranges), resumed=len(mine) - len(todo), seconds=seconds,
+                      shards=len(ranges), resumed=int(counts[:, 4].sum()),
+                      changed=int(counts[:, 5].sum()), seconds=seconds,
                       images_per_s=int(counts[:, 0].sum()) / max(seconds, 1e-9),
                       complete=bool(totals[2]), timings=timings, processes=processes,
                       devices=n_devices, batch_size=batch, compilations=compilations)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 from jaxcam.extend.files import atomic_write, atomic_write_text
 
 __all__ = ["shard_ranges", "owned_shards", "shard_path", "write_shard", "read_shard_meta",
-           "fingerprint", "atomic_write_text", "SHARD_DIR", "MANIFEST", "ERRORS"]
+           "fingerprint", "atomic_write_text", "SHARD_DIR", "MANIFEST", "ERRORS", "OutputError",
+           "remove_leftovers", "write_file_fast"]
 
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
@@ -28,6 +30,55 @@ ERRORS = "errors.jsonl"
 # Small per-image fields read when indexing or finishing a run (the maps are never needed then).
 META_FIELDS = ("shard", "fingerprint", "index", "files", "names", "labels", "sizes", "logits",
                "targets", "err_index", "err_files", "err_reasons")
+
+
+class OutputError(OSError):
+    """The output folder cannot be written (read-only, full, gone); nothing written so far is
+    lost, and the same command finishes the run once the cause is fixed.
+
+    Args:
+      out: the output folder.
+      what: what could not be written.
+      cause: the underlying error.
+    """
+
+    def __init__(self, out: Path | str, what: str, cause: BaseException):
+        reason = getattr(cause, "strerror", None) or str(cause)
+        super().__init__(f"{what} in {out}: {reason}")
+        self.out = Path(out)
+
+
+def remove_leftovers(out: Path) -> int:
+    """Remove the temporary files (``.NAME.tmpPID``) that killed writers left in ``out`` and
+    its shard folder; call only when no writer of this run can be running. Returns how many."""
+    n = 0
+    for folder in (Path(out), Path(out) / SHARD_DIR):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            stem, _, pid = name.rpartition(".tmp")
+            if name.startswith(".") and stem and pid.isdigit():
+                try:
+                    os.unlink(folder / name)
+                    n += 1
+                except OSError:
+                    pass
+    return n
+
+
+def write_file_fast(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` under a temporary name, then rename: a kill leaves the old
+    file or the whole new one, never a part (not fsynced: pictures are redone if lost; the
+    shard that lists them is the durable record)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def shard_ranges(n: int, shard_size: int) -> list[range]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from jaxcam.batch._decode import DEFAULT_MAX_PIXELS, read_image_checked
+from jaxcam.batch._decode import (
+    DEFAULT_MAX_PIXELS,
+    PixelBudget,
+    decode_checked,
+    file_version,
+    read_file_checked,
+)
 from jaxcam.batch._names import expand_inputs, number_clashes, read_file_list, unique_names
 
 __all__ = ["InputSource", "FileSource", "SourceFactory", "Inputs", "list_inputs", "class_index"]
@@ -63,7 +70,28 @@ class FileSource:
         self.crop = crop
 
     def load(self, i: int, max_pixels: int) -> np.ndarray:
-        return read_image_checked(self.paths[i], max_pixels)
+        return self.read(i, max_pixels)[0]
+
+    def read(self, i: int, max_pixels: int, budget: PixelBudget | None = None,
+             content_hash: bool = False) -> tuple[np.ndarray, str]:
+        """File ``i`` decoded, and the version of the bytes decoded (see :meth:`version`).
+
+        Raises:
+          InputError: not a regular file, unreadable, or refused by
+            :func:`~jaxcam.batch.decode_checked` (its version is then in the message's
+            exception attribute ``version``).
+        """
+        data, version = read_file_checked(self.paths[i], content_hash)
+        try:
+            return decode_checked(data, max_pixels, budget), version
+        except ValueError as exc:
+            exc.version = version  # type: ignore[attr-defined]
+            raise
+
+    def version(self, i: int, content_hash: bool = False) -> str:
+        """File ``i``'s size and modification time (or content hash) now: a shard whose record
+        differs is recomputed."""
+        return file_version(self.paths[i], content_hash)
 
     def class_name(self, i: int) -> str | None:
         return Path(self.paths[i]).parent.name
@@ -110,6 +138,63 @@ class Inputs:
         source, j = self._find(i)
         return source.load(j, max_pixels)
 
+    def read(self, i: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+             budget: PixelBudget | None = None, content_hash: bool = False
+             ) -> tuple[np.ndarray, str]:
+        """Input ``i`` decoded under ``budget``, with the version of what was decoded.
+
+        Args:
+          i: the input's position.
+          max_pixels: largest width x height accepted.
+          budget: pixels decoding threads may hold together.
+          content_hash: versions by content hash instead of size and modification time.
+
+        Returns:
+          ``(image, version)``; sources without versions give ``""``.
+
+        Raises:
+          InputError: it cannot be read or decoded.
+        """
+        source, j = self._find(i)
+        if isinstance(source, FileSource):
+            return source.read(j, max_pixels, budget, content_hash)
+        return source.load(j, max_pixels), self.version(i, content_hash)
+
+    def version(self, i: int, content_hash: bool = False) -> str:
+        """What input ``i`` is now: a file's size and mtime (or content hash); a source's
+        ``version(j)`` if it has one; else ``""`` (the key alone identifies it)."""
+        source, j = self._find(i)
+        if isinstance(source, FileSource):
+            return source.version(j, content_hash)
+        version = getattr(source, "version", None)
+        return "" if version is None else str(version(j))
+
+    def excluding(self, folder: str | os.PathLike) -> Inputs:
+        """These inputs without the files inside ``folder`` (dropped silently: they are the
+        run's own outputs), named as if listed without them; ``self`` when none is inside."""
+        real = os.path.realpath(folder)
+        inside = [p for _, src in self._segments if isinstance(src, FileSource)
+                  for p in src.paths if os.path.realpath(p) == real
+                  or os.path.realpath(p).startswith(real.rstrip(os.sep) + os.sep)]
+        if not inside:
+            return self
+        listing = _Listing([real], report=False)
+        listing.errors.extend(self.errors)
+        for _, source in self._segments:
+            listing.add(source)
+        return Inputs(keys=listing.keys, names=number_clashes(listing.names),
+                      errors=listing.errors, _segments=listing.segments)
+
+    def identity(self) -> str:
+        """A hash of what the run's input list is: every key and whether it is centre-cropped
+        (``imagenet:DIR`` and ``DIR`` name the same files but make other model inputs)."""
+        h = hashlib.sha256()
+        for start, source in self._segments:
+            h.update(f"\0segment {start} crop={source.crop}\n".encode())
+            for key in source.keys:
+                h.update(key.encode("utf-8", "surrogateescape") + b"\n")
+        return h.hexdigest()[:20]
+
     def crop(self, i: int) -> bool | None:
         """Whether input ``i`` gets ImageNet's centre crop (None: the run's default)."""
         return self._find(i)[0].crop
@@ -150,7 +235,9 @@ SourceFactory = Callable[[str], InputSource]
 class _Listing:
     """The inputs gathered so far; files named twice (anywhere) are taken once."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: Sequence[str], report: bool = True) -> None:
+        self.exclude = [os.path.realpath(p) for p in exclude]
+        self.report = report
         self.segments: list[tuple[int, InputSource]] = []
         self.keys: list[str] = []
         self.names: list[str] = []
@@ -159,8 +246,17 @@ class _Listing:
 
     def add(self, source: InputSource) -> None:
         if isinstance(source, FileSource):
-            fresh = [p for p in source.paths if os.path.abspath(p) not in self._seen]
-            self._seen.update(os.path.abspath(p) for p in fresh)
+            fresh = []
+            for p in source.paths:
+                real = os.path.realpath(p)
+                if any(real == d or real.startswith(d.rstrip(os.sep) + os.sep)
+                       for d in self.exclude):
+                    if self.report:
+                        self.errors.append((p, "inside the run's output folder: its outputs "
+                                               "are never inputs"))
+                elif real not in self._seen:
+                    self._seen.add(real)
+                    fresh.append(p)
             if len(fresh) != len(source.paths):
                 source = FileSource(fresh, source.crop)
         if len(source.keys):
@@ -170,7 +266,8 @@ class _Listing:
 
 
 def list_inputs(inputs: Sequence[str], files_from: Sequence[str] = (),
-                prefixes: Mapping[str, SourceFactory] | None = None) -> Inputs:
+                prefixes: Mapping[str, SourceFactory] | None = None,
+                exclude: Sequence[str | os.PathLike] = ()) -> Inputs:
     """List what to explain, in a deterministic order (the same in every process).
 
     Args:
@@ -180,6 +277,9 @@ def list_inputs(inputs: Sequence[str], files_from: Sequence[str] = (),
         directory; ``-`` is standard input), appended in their order.
       prefixes: ``{prefix: factory}``; a factory turns the text after ``prefix:`` into an
         :class:`InputSource`.
+      exclude: folders whose files are never inputs (``jaxcam explain`` passes ``--out``: a run
+        never explains its own pictures); a walk does not enter them, a file inside one that
+        is named explicitly is an error entry.
 
     Returns:
       The :class:`Inputs`; a file named twice is taken once.
@@ -189,12 +289,13 @@ def list_inputs(inputs: Sequence[str], files_from: Sequence[str] = (),
       ValueError: a source is malformed (its factory says how).
     """
     factories = {k.lower(): f for k, f in (prefixes or {}).items()}
-    listing = _Listing()
+    excluded = [os.fspath(p) for p in exclude]
+    listing = _Listing(excluded)
     plain: list[str] = []
 
     def flush_plain() -> None:
         if plain:
-            found, errs = expand_inputs(plain)
+            found, errs = expand_inputs(plain, excluded)
             listing.errors.extend(errs)
             listing.add(FileSource(found))
             plain.clear()

@@ -12,23 +12,30 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from jaxcam.cli import analyze, demo, explain, methods
-from jaxcam.cli.common import Command, parse_exits
+from jaxcam.cli import analyze, demo, explain, methods, models
+from jaxcam.cli.common import Command, parse_exits, run_with_compile_cache
 from jaxcam.cli.methods import method_descriptions
 
 __all__ = ["main", "build_parser", "parse_exits", "method_descriptions", "COMMANDS"]
 
 #: Every subcommand, in the order ``jaxcam --help`` lists them.
 COMMANDS: tuple[Command, ...] = (explain.COMMAND, demo.COMMAND, methods.COMMAND,
-                                 analyze.COMMAND)
+                                 models.COMMAND, analyze.COMMAND)
 
-_DESCRIPTION = """Class activation maps (Grad-CAM family) for every exit of a multi-exit MSD-Net.
+_DESCRIPTION = """Class activation maps (Grad-CAM family) of photos with an ImageNet model, or of
+every exit of a multi-exit MSD-Net.
 
   jaxcam explain INPUTS...   maps of images or a data set (shards, all devices, several
-                             hosts, resumable), overlays, per-exit grids, an HTML gallery
-  jaxcam demo                the same on procedural shapes with the bundled model (./diags)
+                             hosts, resumable), overlays, per-exit grids, an HTML gallery;
+                             EfficientNet-Lite0 (ImageNet) unless --model says otherwise
+  jaxcam demo                procedural shapes with the bundled MSD-Net (./diags)
   jaxcam methods             the methods, one line each
-  jaxcam analyze-exits       per-exit accuracy, localisation, faithfulness: a report"""
+  jaxcam models              the models --model takes by name
+  jaxcam analyze-exits       per-exit accuracy, localisation, faithfulness: a report
+
+Compiled programs are kept in a persistent cache (~/.cache/jaxcam/xla, or under
+$XDG_CACHE_HOME), so a command compiles only the first time it runs on a machine;
+--no-compile-cache turns that off."""
 _EPILOG = ("Run 'jaxcam COMMAND --help' for a command's options. Other models: the Python API, "
            "jaxcam.explain / jaxcam.explain_exits (README.md).")
 
@@ -64,4 +71,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, table = _build(COMMANDS)
     args = parser.parse_args(argv)
     command, sub = table[args.command]
-    return command.run(args, sub)
+    return run_with_compile_cache(command, args, sub)

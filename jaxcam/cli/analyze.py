@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jaxcam.cli.common import Command, add_model_option, load_model
+from jaxcam.cli.common import Command, add_compile_cache_options, add_model_option, load_model
 
 __all__ = ["COMMAND", "add_parser", "run", "parse_splits", "DEFAULT_SPLITS"]
 
@@ -50,6 +50,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.Argument
     p = sub.add_parser("analyze-exits", formatter_class=fmt, description=_DESCRIPTION,
                        help="per-exit accuracy, localisation, faithfulness and agreement report")
     add_model_option(p)
+    add_compile_cache_options(p)
     p.add_argument("--n-images", type=int, default=1000, metavar="N",
                    help="images per difficulty split (default 1000)")
     p.add_argument("--n-val", type=int, default=1000, metavar="N",

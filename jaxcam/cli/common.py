@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["Command", "add_model_option", "load_model", "preprocessing_for", "model_settings",
-           "parse_exits", "parse_target", "print_summary"]
+           "parse_exits", "parse_target", "print_summary", "add_compile_cache_options",
+           "run_with_compile_cache", "print_compile_stats"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,56 +31,58 @@ class Command:
     run: Callable[[argparse.Namespace, argparse.ArgumentParser], int]
 
 
-def add_model_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--model bundled|CHECKPOINT`` (default ``bundled``).
+def add_model_option(parser: argparse.ArgumentParser, default: str = "msdnet-shapes") -> None:
+    """Add ``--model NAME|CHECKPOINT``.
 
     Args:
       parser: the subcommand's parser.
+      default: the model used without the option (a name of
+        :data:`jaxcam.cli.models.MODELS`).
     """
-    parser.add_argument("--model", default="bundled", metavar="bundled|CHECKPOINT",
-                        help="'bundled' (default: the trained model shipped with msdnet_flax) "
-                        "or an msdnet_flax checkpoint: its .json/.safetensors file, a "
-                        "checkpoint directory or a training run's out_dir")
+    from jaxcam.cli.models import MODELS
+
+    parser.add_argument("--model", default=default, metavar="NAME|CHECKPOINT",
+                        help=f"a model by name ({', '.join(MODELS)}; 'jaxcam models' lists "
+                        f"them; default {default}) or an msdnet_flax checkpoint: its "
+                        ".json/.safetensors file, a checkpoint directory or a training run's "
+                        "out_dir")
 
 
 def load_model(spec: str) -> tuple[Any, dict[str, Any]]:
-    """``(model in eval mode, meta)`` for ``--model``: ``bundled`` or a checkpoint path.
+    """``(model in eval mode, meta)`` for ``--model``: a name or a checkpoint path.
 
     Args:
-      spec: the option's value.
+      spec: the option's value (see :func:`jaxcam.cli.models.load_model`).
 
     Returns:
-      The model and its checkpoint metadata (``class_names``, ``mean``, ``std``, ...).
+      The model and its metadata (``class_names``, ``mean``, ``std``, ``image_size``, ...).
 
     Raises:
-      FileNotFoundError: the bundled model or the checkpoint does not exist.
+      FileNotFoundError: an unknown name, or the checkpoint does not exist.
       ValueError: the checkpoint is malformed.
     """
-    if spec == "bundled":
-        from msdnet_flax.pretrained import pretrained
+    from jaxcam.cli.models import load_model as load
 
-        return pretrained()
-    from msdnet_flax.checkpoint import load_checkpoint
-
-    model, meta = load_checkpoint(spec)
-    model.eval()
-    return model, meta
+    return load(spec)
 
 
 def preprocessing_for(model: Any, meta: dict[str, Any]) -> Any:
-    """The :class:`jaxcam.batch.Preprocessing` of an MSD-Net checkpoint.
+    """The :class:`jaxcam.batch.Preprocessing` of a loaded model.
 
     Args:
-      model: the MSD-Net (its ``config.image_size``).
-      meta: its checkpoint metadata (``mean``, ``std``, ``class_names``).
+      model: the model (an MSD-Net's ``config.image_size`` when ``meta`` has no
+        ``image_size``).
+      meta: its metadata (``mean``, ``std``, ``class_names``; ``image_size`` and ``crop`` when
+        :func:`load_model` gave it).
 
     Returns:
-      The record: whole-image resize to the model's size, the checkpoint's normalisation.
+      The record: the model's input size and normalisation, whole-image resize unless ``crop``.
     """
     from jaxcam.batch import Preprocessing
 
-    return Preprocessing(image_size=model.config.image_size, mean=meta["mean"],
-                         std=meta["std"], class_names=meta["class_names"])
+    size = meta.get("image_size") or model.config.image_size
+    return Preprocessing(image_size=size, mean=meta["mean"], std=meta["std"],
+                         class_names=meta["class_names"], crop=bool(meta.get("crop", False)))
 
 
 def model_settings(spec: str, model: Any, meta: dict[str, Any]) -> dict[str, Any]:
@@ -86,24 +90,25 @@ def model_settings(spec: str, model: Any, meta: dict[str, Any]) -> dict[str, Any
 
     Args:
       spec: the ``--model`` value.
-      model: the MSD-Net.
-      meta: its checkpoint metadata.
+      model: the model.
+      meta: its metadata.
 
     Returns:
       ``{setting: value}`` in display order.
     """
-    config = model.config
-    size = config.image_size
+    from jaxcam.cli.models import MODELS, model_description
+
+    names = [str(c) for c in meta["class_names"]]
+    classes = ", ".join(names) if len(names) <= 20 else \
+        f"{len(names)}: {', '.join(names[:5])}, ..., {names[-1]}"
+    described = model_description(model, meta)
+    where = meta.get("path", "?")
     return {
-        "model": spec if spec != "bundled" else f"bundled ({meta.get('path', '?')})",
+        "model": f"{spec} ({where})" if spec in MODELS or spec == "bundled" else spec,
         "checkpoint step": meta.get("step", "n/a"),
-        "architecture": f"MSD-Net, {config.data} heads, {model.num_exits} exits, "
-                        f"{config.num_classes} classes",
-        "preprocessing": f"whole image resized to {size}x{size} (INTER_AREA shrinking, "
-                         f"INTER_LINEAR enlarging), normalised with mean "
-                         f"{[round(m, 4) for m in meta['mean']]}, std "
-                         f"{[round(s, 4) for s in meta['std']]}",
-        "classes": ", ".join(map(str, meta["class_names"])),
+        "architecture": described["architecture"],
+        "preprocessing": described["preprocessing"],
+        "classes": classes,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -192,6 +197,9 @@ def print_summary(summary: Any, n_show: int = 20) -> None:
           f"{summary.failed} failed")
     if summary.resumed:
         print(f"  resumed: {summary.resumed} of {summary.shards} shard(s) were already complete")
+    if getattr(summary, "changed", 0):
+        print(f"  recomputed: {summary.changed} shard(s) whose input files changed since they "
+              f"were written")
     if t.loop_s > 0:
         wait = t.input_wait_s / t.loop_s
         print(f"  this process: {t.explained / t.loop_s:.1f} images/s after compiling; "
@@ -211,7 +219,93 @@ def print_summary(summary: Any, n_show: int = 20) -> None:
               "command again to finish")
     if summary.errors:
         print(f"failed inputs (also in {out / 'errors.jsonl'}):")
+        from jaxcam.batch import shown
+
         for file, reason in summary.errors[:n_show]:
-            print(f"  {file}: {reason}")
+            print(shown(f"  {file}: {reason}"))
         if len(summary.errors) > n_show:
             print(f"  ... and {len(summary.errors) - n_show} more")
+
+
+def add_compile_cache_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--no-compile-cache`` and ``--compile-cache-dir DIR``.
+
+    Args:
+      parser: the parser of a command that compiles (explain, demo, analyze-exits).
+    """
+    parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                        help="compile every program anew instead of keeping the compiled "
+                        "programs in the persistent cache (default: on)")
+    parser.add_argument("--compile-cache-dir", default=None, metavar="DIR",
+                        help="the persistent compilation cache (default "
+                        "$XDG_CACHE_HOME/jaxcam/xla, or ~/.cache/jaxcam/xla)")
+
+
+def run_with_compile_cache(command: Command, args: argparse.Namespace,
+                           parser: argparse.ArgumentParser) -> int:
+    """Run a command, with JAX's persistent compilation cache on unless the options say not.
+
+    Commands without the options (:func:`add_compile_cache_options`) run as they are. Those
+    with them print, at the end, how long compiling took and how many programs came from the
+    cache; a second identical run compiles nothing.
+
+    Args:
+      command: the chosen command.
+      args: its parsed options.
+      parser: its parser.
+
+    Returns:
+      The command's exit status.
+    """
+    if not hasattr(args, "compile_cache"):
+        return command.run(args, parser)
+    import time
+
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from jaxcam.compile_cache import compile_stats, enable_compile_cache
+
+    # main() may run inside a longer process (tests, a notebook): JAX's settings are put back
+    # afterwards, so that the process's later compilations are not all written to disk.
+    saved = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+    directory = None
+    if args.compile_cache:
+        try:
+            directory = enable_compile_cache(args.compile_cache_dir)
+        except OSError as exc:  # a read-only home: explain anyway, compiling as usual
+            print(f"jaxcam: compilation cache off ({exc})", file=sys.stderr)
+    before, start = compile_stats(), time.perf_counter()
+    try:
+        status = command.run(args, parser)
+    finally:
+        if directory is not None:
+            for name, value in saved.items():
+                jax.config.update(name, value)
+            compilation_cache.reset_cache()
+    print_compile_stats(compile_stats() - before, directory, time.perf_counter() - start)
+    return status
+
+
+# The settings enable_compile_cache changes.
+_CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                   "jax_persistent_cache_min_entry_size_bytes", "jax_enable_compilation_cache")
+
+
+def print_compile_stats(stats: Any, directory: Any, seconds: float) -> None:
+    """Print one line: compile time, and what the persistent cache did.
+
+    Args:
+      stats: the run's :class:`jaxcam.compile_cache.CompileStats`.
+      directory: the cache directory, or None when the cache is off.
+      seconds: the command's wall time.
+    """
+    if directory is None:
+        cache = "persistent cache off"
+    elif stats.cache_hits and not stats.compiled:
+        cache = f"all {stats.cache_hits} from the persistent cache {directory} (nothing compiled)"
+    else:
+        cache = (f"{stats.cache_hits} from the persistent cache {directory}, "
+                 f"{stats.compiled} compiled and stored")
+    print(f"compiling: {stats.seconds:.1f} s for {stats.programs} program(s), {cache}; "
+          f"the command took {seconds:.1f} s")

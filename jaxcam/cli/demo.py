@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxcam.cli.common import (
     Command,
+    add_compile_cache_options,
     model_settings,
     preprocessing_for,
     print_summary,
@@ -49,6 +50,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.Argument
     demo.add_argument("--n", type=int, default=12, metavar="N",
                       help="number of images (default 12)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the images (default 0)")
+    add_compile_cache_options(demo)
     return demo
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from jaxcam.cli.common import (
     Command,
+    add_compile_cache_options,
     add_model_option,
     load_model,
     model_settings,
@@ -17,16 +18,25 @@ from jaxcam.cli.common import (
     preprocessing_for,
     print_summary,
 )
+from jaxcam.cli.models import DEFAULT_EXPLAIN_MODEL
 
-__all__ = ["COMMAND", "add_parser", "run"]
+__all__ = ["COMMAND", "add_parser", "run", "print_top_classes"]
+
+# The batch size without --batch-size (fewer inputs: the next power of two).
+DEFAULT_BATCH = 32
+# Runs of up to this many inputs print each one's top classes.
+SHOW_TOP = 20
 
 _DESCRIPTION = """\
-Explain images with class activation maps of a multi-exit MSD-Net: a folder of photos or a
-whole data set, on every local device, on several hosts, resumable.
+Explain images with class activation maps: a few photos, a folder or a whole data set, on
+every local device, on several hosts, resumable. The model is EfficientNet-Lite0 trained on
+ImageNet (1000 classes; one exit) unless --model names another ('jaxcam models'), such as the
+bundled multi-exit MSD-Net (--model msdnet-shapes) or an msdnet_flax checkpoint. For runs of up
+to 20 inputs the top-5 classes of each are printed.
 
 Each image (any size; grayscale, RGBA and 16-bit too) is read as RGB, resized whole to the
 model's input size (imagenet: inputs get ImageNet's resize-and-centre-crop instead) and
-normalised with the mean/std stored in the checkpoint. Decoding runs in worker threads and
+normalised as the model expects. Decoding runs in worker threads and
 overlaps the device work; one jitted step is sharded over all local devices.
 
 Always written into OUT:
@@ -57,7 +67,8 @@ them); OUT must be a directory all of them share. Each process explains its own 
 
 Bad inputs (unreadable, empty, truncated, not an image, larger than --max-pixels) are
 recorded and skipped. Exit status: 0 if every input was explained, 1 if any failed (or a
-shard is missing), 2 on a usage error."""
+shard is missing), 2 on a usage error, 3 if OUT cannot be written (read-only, full disk: one
+line says which; what was written is kept, and the same command finishes the run)."""
 
 
 def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
@@ -83,7 +94,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.Argument
     ex.add_argument("--files-from", action="append", default=[], metavar="FILE",
                     help="a text file listing image paths, one a line ('-': standard input); "
                     "may be repeated")
-    add_model_option(ex)
+    add_model_option(ex, DEFAULT_EXPLAIN_MODEL)
     ex.add_argument("--method", default="gradcam", choices=EXIT_METHODS,
                     help="CAM method (default gradcam); see 'jaxcam methods'")
     ex.add_argument("--exits", default="all", metavar="all|LIST",
@@ -97,9 +108,10 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.Argument
                     help="exit drawn on <stem>_cam.png (default: the last explained exit)")
     ex.add_argument("--out", default="jaxcam_out", type=Path, metavar="DIR",
                     help="output directory (default ./jaxcam_out; created if needed)")
-    ex.add_argument("--batch-size", type=int, default=32, metavar="N",
-                    help="images per device step, over all local devices (default 32; rounded "
-                    "up to a multiple of the device count)")
+    ex.add_argument("--batch-size", type=int, default=None, metavar="N",
+                    help="images per device step, over all local devices (default 32, or the "
+                    "power of two at least the number of inputs when fewer; rounded up to a "
+                    "multiple of the device count)")
     ex.add_argument("--compare", default="", metavar="METHOD[,METHOD]",
                     help="further methods drawn as extra rows of every grid (not saved)")
     ex.add_argument("--save-images", default="auto",
@@ -126,6 +138,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.Argument
     ex.add_argument("--overwrite", action="store_true",
                     help="discard a run with other inputs or settings found in OUT")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_compile_cache_options(ex)
     ex.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                     help="several processes: address of process 0's coordinator")
     ex.add_argument("--num-processes", type=int, default=None, metavar="N",
@@ -145,8 +158,20 @@ def _check_usage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         parser.error("nothing to explain: give INPUT paths or --files-from FILE")
 
 
+def _batch_size(requested: int | None, n_inputs: int) -> int:
+    """``--batch-size``, or 32, or for fewer inputs the power of two that holds them all.
+
+    A power of two rather than exactly ``n_inputs``: runs of 5, 6, 7 or 8 inputs then share
+    one compiled program (and its persistent cache entry), and a single photo is not padded to
+    32 images of work.
+    """
+    if requested is not None:
+        return requested
+    return min(DEFAULT_BATCH, 1 << max(0, n_inputs - 1).bit_length())
+
+
 def _job(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any,
-         meta: dict[str, Any]) -> Any:
+         meta: dict[str, Any], n_inputs: int) -> Any:
     """The :class:`jaxcam.batch.BatchJob` the options describe (usage errors exit)."""
     from jaxcam import EXIT_METHODS, batch
 
@@ -164,13 +189,37 @@ def _job(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any,
             exc = ValueError(f"--cam-exit {args.cam_exit} is not among --exits {args.exits}")
         parser.error(str(exc))
     return batch.BatchJob(out=args.out, method=args.method, exits=exits, target=target,
-                          compare=compare, cam_exit=cam, batch_size=args.batch_size,
+                          compare=compare, cam_exit=cam,
+                          batch_size=_batch_size(args.batch_size, n_inputs),
                           shard_size=args.shard_size, map_dtype=args.map_dtype,
                           save_images=args.save_images, cams_npz=args.cams_npz,
                           workers=args.workers, prefetch=args.prefetch,
                           max_pixels=args.max_pixels or batch.DEFAULT_MAX_PIXELS,
                           overwrite=args.overwrite,
                           settings=model_settings(args.model, model, meta))
+
+
+def print_top_classes(out: Path, k: int = 5) -> None:
+    """Print each explained input's ``k`` most probable classes at its last explained exit.
+
+    Args:
+      out: the finished run's output directory (read with :func:`jaxcam.batch.open_results`).
+      k: classes per input.
+    """
+    import numpy as np
+
+    from jaxcam.batch import open_results
+
+    results = open_results(out)
+    names = results.class_names
+    for file, result in results.items():
+        logits = result.logits[-1].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        top = np.argsort(-probs, kind="stable")[:k]
+        h, w = result.size
+        shown = ", ".join(f"{names[i]} {100 * probs[i]:.1f}%" for i in top)
+        print(f"{file} ({w}x{h}, exit {int(result.exits[-1])}): {shown}")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -182,7 +231,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     Returns:
       The exit status: 0 if every input was explained, 1 if any failed, 2 on a usage or model
-      error.
+      error, 3 when the output folder cannot be written.
     """
     _check_usage(args, parser)
     from jaxcam import batch
@@ -196,10 +245,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 2
     import jax
 
-    from jaxcam.cli.inputs import list_inputs
+    from jaxcam.cli.inputs import PREFIXES
 
-    try:
-        inputs = list_inputs(args.inputs, args.files_from)
+    try:  # OUT is never an input, even when it lies inside a folder being explained
+        inputs = batch.list_inputs(args.inputs, args.files_from, prefixes=PREFIXES,
+                                   exclude=[args.out])
     except (FileNotFoundError, ValueError) as exc:
         print(f"jaxcam explain: {exc}", file=sys.stderr)
         return 2
@@ -208,15 +258,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"jaxcam explain: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 2
-    job = _job(args, parser, model, meta)
+    job = _job(args, parser, model, meta, len(inputs))
     try:
         summary = batch.explain_dataset(model, preprocessing_for(model, meta), inputs, job,
                                         progress=not args.no_progress)
     except batch.RunMismatchError as exc:
         print(f"jaxcam explain: {exc}", file=sys.stderr)
         return 2
+    except batch.OutputError as exc:
+        print(f"jaxcam explain: cannot write the results: {exc}; free space or fix the "
+              f"permissions, then run the same command again to finish", file=sys.stderr)
+        return 3
     if jax.process_index() == 0:
         print_summary(summary)
+        if summary.complete and summary.explained <= SHOW_TOP:
+            print_top_classes(summary.out)
     ok = summary.complete and summary.failed == 0 and summary.explained > 0
     return 0 if ok else 1
 

@@ -13,13 +13,17 @@ This module is application layer: it imports the model packages (inside the load
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODELS", "ModelEntry", "DEFAULT_EXPLAIN_MODEL", "DEFAULT_DEMO_MODEL",
-           "load_model", "describe_models"]
+from jaxcam.cli.common import Command
+
+__all__ = ["COMMAND", "MODELS", "ModelEntry", "DEFAULT_EXPLAIN_MODEL", "DEFAULT_DEMO_MODEL",
+           "load_model", "describe_models",
+           "model_description"]
 
 #: ``jaxcam explain`` without ``--model``: a model that knows real photos.
 DEFAULT_EXPLAIN_MODEL = "efficientnet-lite0"
@@ -70,6 +74,23 @@ def _efficientnet_lite0() -> tuple[Any, dict[str, Any]]:
                          f"INTER_LINEAR enlarging), normalised as (x - 127) / 128",
     }
     return SingleExit(net), meta
+
+
+def model_description(model: Any, meta: dict[str, Any]) -> dict[str, str]:
+    """``architecture`` and ``preprocessing`` sentences of a loaded model.
+
+    Args:
+      model: the model (an MSD-Net's own config is read when ``meta`` lacks them).
+      meta: its metadata.
+
+    Returns:
+      ``{"architecture": ..., "preprocessing": ...}``.
+    """
+    if "architecture" in meta and "preprocessing" in meta:
+        source = meta
+    else:
+        source = _msdnet_meta(model, meta)
+    return {k: str(source[k]) for k in ("architecture", "preprocessing")}
 
 
 def _msdnet_shapes() -> tuple[Any, dict[str, Any]]:
@@ -135,3 +156,39 @@ def load_model(spec: str) -> tuple[Any, dict[str, Any]]:
 def describe_models() -> list[tuple[str, str]]:
     """``(name, summary)`` of every model of :data:`MODELS`, for ``jaxcam models``."""
     return [(e.name, e.summary) for e in MODELS.values()]
+
+
+def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
+    """Add ``models`` to the ``jaxcam`` subparsers.
+
+    Args:
+      sub: the ``jaxcam`` subparsers.
+      fmt: the help formatter class.
+
+    Returns:
+      The ``models`` parser.
+    """
+    return sub.add_parser("models", formatter_class=fmt,
+                          help="list the models --model takes by name",
+                          description="List the models that --model takes by name, one line "
+                          "each. --model also takes an msdnet_flax checkpoint path.")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print the models, one line each.
+
+    Args:
+      args: the parsed options (none).
+      parser: its parser.
+
+    Returns:
+      0.
+    """
+    for name, summary in describe_models():
+        print(f"{name:<20} {summary}")
+    print(f"{'CHECKPOINT':<20} an msdnet_flax checkpoint: its .json/.safetensors file, a "
+          f"checkpoint directory or a training run's out_dir")
+    return 0
+
+
+COMMAND = Command("models", add_parser, run)

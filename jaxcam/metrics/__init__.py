@@ -9,7 +9,9 @@ image unless a ``reduction`` says otherwise.
   et al. 2018); :func:`average_drop` / :func:`increase_in_confidence` (Grad-CAM++, Chattopadhay et
   al. 2018) on :func:`masked_scores`; :func:`confidence_change` (pytorch-grad-cam); ROAD
   :func:`road_morf` / :func:`road_lerf` / :func:`road_combined` with
-  :func:`noisy_linear_imputation` (Rong et al. 2022).
+  :func:`noisy_linear_imputation` (Rong et al. 2022); pytorch-grad-cam's
+  :class:`DropInConfidence` / :class:`IncreaseInConfidence`; :func:`arcc` with
+  :func:`complexity` and :func:`coherency` (Poppi et al. 2021).
 * Localisation: :func:`pointing_game` (Zhang et al. 2016), :func:`energy_pointing_game`
   (Score-CAM, Wang et al. 2020), :func:`iou`.
 * Sanity checks (Adebayo et al. 2018): :func:`cascading_randomization`,
@@ -17,6 +19,16 @@ image unless a ``reduction`` says otherwise.
   :func:`ssim` (Wang et al. 2004).
 """
 
+from jaxcam.metrics.arcc import (
+    ARCC_ROAD_PERCENTILES,
+    DropInConfidence,
+    IncreaseInConfidence,
+    arcc,
+    coherency,
+    complexity,
+    drop_in_confidence,
+    pgc_pearson,
+)
 from jaxcam.metrics.faithfulness import (
     auc,
     average_drop,
@@ -80,6 +92,14 @@ __all__ = [
     "road_morf",
     "road_lerf",
     "road_combined",
+    "arcc",
+    "complexity",
+    "coherency",
+    "pgc_pearson",
+    "ARCC_ROAD_PERCENTILES",
+    "drop_in_confidence",
+    "DropInConfidence",
+    "IncreaseInConfidence",
     "NEIGHBOUR_WEIGHTS",
     "DEFAULT_PERCENTILES",
     "pointing_game",

@@ -33,10 +33,14 @@ from jaxcam.methods.layer._shapleycam import shapleycam
 from jaxcam.methods.layer._finercam import finer_scores, finercam
 from jaxcam.methods.layer._randomcam import random_channel_weights, randomcam
 from jaxcam.methods.layer._refinecam import METHOD as _REFINECAM  # noqa: F401
+from jaxcam.methods.layer._fullgrad import bias_layers, fullgrad, fullgrad_from_gradients
 # isort: on
 from jaxcam.methods.layer._common import combine_channels, principal_component_projection
 
 __all__ = [
+    "fullgrad_from_gradients",
+    "fullgrad",
+    "bias_layers",
     "randomcam",
     "random_channel_weights",
     "finercam",

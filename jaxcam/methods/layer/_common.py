@@ -10,17 +10,34 @@ import jax.numpy as jnp
 from jaxcam._arrays import as_jax
 
 
-def as_float_array(x: Any, name: str) -> jax.Array:
+def as_float_array(x: Any, name: str, layout: str = "NHWC") -> jax.Array:
     """Brings ``x`` into JAX as a floating array of at least float32 with a batch and channel axis.
 
     Half-precision inputs are upcast: the methods sum over thousands of channels and pixels and
     add epsilons of 1e-6 and 1e-7, all of which bf16/fp16 would swamp.
+
+    Args:
+      x: the array (NumPy, JAX, DLPack).
+      name: its name, for messages.
+      layout: ``"NHWC"`` (channels last, returned as it is) or ``"NCHW"`` (channels on axis 1,
+        e.g. hooked from PyTorch: moved last).
+
+    Returns:
+      ``(B, ..spatial.., C)``, float32 or wider.
+
+    Raises:
+      ValueError: None, rank below 3, or an unknown layout.
     """
     if x is None:
         raise ValueError(f"{name} is required by this method")
+    if layout not in ("NHWC", "NCHW"):
+        raise ValueError(f"layout must be 'NHWC' (channels last, the default) or 'NCHW' "
+                         f"(channels first, as hooked from PyTorch); got {layout!r}")
     x = as_jax(x)
     if x.ndim < 3:
         raise ValueError(f"{name} must be (B, ..spatial.., C), got shape {x.shape}")
+    if layout == "NCHW":
+        x = jnp.moveaxis(x, 1, -1)
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 

@@ -6,12 +6,13 @@ from typing import Any
 
 import jax
 
-from jaxcam.methods.layer._common import principal_component_projection
+from jaxcam.methods.layer._common import as_float_array, principal_component_projection
 from jaxcam.registry import Method, register
 
 
 def eigencam(
-    activations: Any, gradients: Any | None = None, *, eigen_smooth: bool = False
+    activations: Any, gradients: Any | None = None, *, eigen_smooth: bool = False,
+    layout: str = "NHWC"
 ) -> jax.Array:
     """Eigen-CAM: the activations projected on their first principal component.
 
@@ -23,6 +24,8 @@ def eigencam(
         activations: ``(B, h, w, C)`` activations ``A`` of the target layer.
         gradients: ignored; accepted so that every method shares one signature.
         eigen_smooth: ignored; Eigen-CAM is already the projection.
+        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
+            activations (e.g. hooked from PyTorch); never guessed from the shape.
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -32,7 +35,7 @@ def eigencam(
         2020. https://arxiv.org/abs/2008.00299
     """
     del gradients, eigen_smooth
-    return principal_component_projection(activations)
+    return principal_component_projection(as_float_array(activations, "activations", layout))
 
 
 METHOD = register(Method(

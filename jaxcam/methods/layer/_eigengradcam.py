@@ -10,7 +10,8 @@ from jaxcam.methods.layer._common import as_float_array, principal_component_pro
 from jaxcam.registry import Method, register
 
 
-def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> jax.Array:
+def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
+                 layout: str = "NHWC") -> jax.Array:
     """Eigen-Grad-CAM: activations times gradients projected on their first principal component.
 
     ``X = (G * A) reshaped to (h*w, C) minus its per-channel mean``, ``cam = X v_1`` with ``v_1``
@@ -20,6 +21,8 @@ def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False
         activations: ``(B, h, w, C)`` activations ``A`` of the target layer.
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: ignored; the method is already the projection.
+        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
+            tensors (e.g. hooked from PyTorch); never guessed from the shape.
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -29,8 +32,8 @@ def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False
         Activation Map using Principal Components", IJCNN 2020. https://arxiv.org/abs/2008.00299
     """
     del eigen_smooth
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
     return principal_component_projection(gradients * activations)
 
 

@@ -11,7 +11,8 @@ from jaxcam.methods.layer._common import as_float_array, combine_channels, spati
 from jaxcam.registry import Method, register
 
 
-def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> jax.Array:
+def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
+            layout: str = "NHWC") -> jax.Array:
     """Grad-CAM: channels weighted by their spatially averaged gradient.
 
     ``w_c = mean_{ij} G_ijc``, ``cam_ij = sum_c w_c A_ijc``.
@@ -21,6 +22,8 @@ def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> 
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing
             over channels.
+        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
+            tensors (e.g. hooked from PyTorch); never guessed from the shape.
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -29,8 +32,8 @@ def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> 
         Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
         Localization", ICCV 2017. https://arxiv.org/abs/1610.02391
     """
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
     weights = jnp.mean(gradients, axis=spatial_axes(gradients), keepdims=True)
     return combine_channels(weights * activations, eigen_smooth)
 

@@ -12,7 +12,8 @@ from jaxcam.registry import Method, register
 
 
 def gradcamelementwise(
-    activations: Any, gradients: Any, *, eigen_smooth: bool = False
+    activations: Any, gradients: Any, *, eigen_smooth: bool = False,
+    layout: str = "NHWC"
 ) -> jax.Array:
     """Grad-CAM element-wise: the positive part of activations times gradients, summed.
 
@@ -24,6 +25,8 @@ def gradcamelementwise(
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``relu(G_ijc A_ijc)`` on its first principal component instead of
             summing over channels.
+        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
+            tensors (e.g. hooked from PyTorch); never guessed from the shape.
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -32,8 +35,8 @@ def gradcamelementwise(
         A variant of HiResCAM: Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful
         explanations of convolutional neural networks", 2020. https://arxiv.org/abs/2011.08891
     """
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
     return combine_channels(jnp.maximum(gradients * activations, 0.0), eigen_smooth)
 
 

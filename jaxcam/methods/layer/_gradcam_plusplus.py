@@ -14,7 +14,8 @@ from jaxcam.registry import Method, register
 _ALPHA_EPS = 1e-6
 
 
-def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> jax.Array:
+def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
+                    layout: str = "NHWC") -> jax.Array:
     """Grad-CAM++: channels weighted by positive gradients times per-pixel alpha coefficients.
 
     With ``S_c = sum_{ij} A_ijc`` (Eq. 19 of the paper, exponential score assumed)::
@@ -28,6 +29,8 @@ def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = Fa
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing
             over channels.
+        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
+            tensors (e.g. hooked from PyTorch); never guessed from the shape.
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -36,8 +39,8 @@ def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = Fa
         Chattopadhyay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations for
         Deep Convolutional Networks", WACV 2018. https://arxiv.org/abs/1710.11063
     """
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
     axes = spatial_axes(gradients)
     grads_power_2 = gradients**2
     grads_power_3 = grads_power_2 * gradients

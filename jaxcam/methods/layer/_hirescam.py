@@ -10,7 +10,8 @@ from jaxcam.methods.layer._common import as_float_array, combine_channels
 from jaxcam.registry import Method, register
 
 
-def hirescam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> jax.Array:
+def hirescam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
+             layout: str = "NHWC") -> jax.Array:
     """HiResCAM: activations times gradients, element-wise, summed over channels.
 
     ``cam_ij = sum_c G_ijc A_ijc``. With ``eigen_smooth`` the faithfulness guarantee of the
@@ -21,6 +22,8 @@ def hirescam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) ->
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``G_ijc A_ijc`` on its first principal component instead of
             summing over channels.
+        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
+            tensors (e.g. hooked from PyTorch); never guessed from the shape.
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -29,8 +32,8 @@ def hirescam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) ->
         Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
         convolutional neural networks", 2020. https://arxiv.org/abs/2011.08891
     """
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
     return combine_channels(gradients * activations, eigen_smooth)
 
 

@@ -14,7 +14,8 @@ from jaxcam.registry import Method, register
 _SUM_EPS = 1e-7
 
 
-def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> jax.Array:
+def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
+             layout: str = "NHWC") -> jax.Array:
     """XGrad-CAM: channels weighted by gradients averaged with the activations as weights.
 
     ``w_c = sum_{ij} G_ijc A_ijc / (sum_{ij} A_ijc + 1e-7)``, ``cam_ij = sum_c w_c A_ijc``.
@@ -24,6 +25,8 @@ def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) ->
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing
             over channels.
+        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
+            tensors (e.g. hooked from PyTorch); never guessed from the shape.
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -32,8 +35,8 @@ def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) ->
         Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
         BMVC 2020. https://arxiv.org/abs/2008.02312
     """
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
     axes = spatial_axes(gradients)
     sum_activations = jnp.sum(activations, axis=axes, keepdims=True)
     weights = jnp.sum(

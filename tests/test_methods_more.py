@@ -1,0 +1,414 @@
+"""The methods added for pytorch-grad-cam 1.5.7 parity (FEM, KPCA-CAM, Seg-Eigen-CAM,
+ShapleyCAM, Finer-CAM, RandomCAM, RefineCAM), each against pytorch-grad-cam on the MSD-Net twin
+(the same weights in PyTorch and Flax NNX)."""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from pytorch_grad_cam import (
+    FEM,
+    KPCA_CAM,
+    FinerCAM,
+    RandomCAM,
+    RefineCAM,
+    SegEigenCAM,
+    ShapleyCAM,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
+from scipy import stats
+
+import jaxcam
+from jaxcam import registry
+from jaxcam.methods.layer import kernel_pca_projection, random_channel_weights, randomcam
+from jaxcam.targets import ClassifierOutputReST as JaxReST
+from msdnet_flax import MSDNetConfig
+from msdnet_flax.testing import ExitModel, make_twins, module_at, nchw
+
+# The small MSD-Net of tests/test_parity_gradcam.py: exit 2's classifier input (8x8) and a
+# 16x16 layer inside block 1 whose gradient comes through the rest of the backbone.
+SMALL = MSDNetConfig(data="cifar", num_classes=10, n_blocks=4, n_channels=8, base=2, step=2,
+                     growth_rate=6)
+EXIT = 2
+INNER_LAYER, INNER_EXIT = "blocks/1/0/layers/1", 3
+
+
+@pytest.fixture(scope="module")
+def twins():
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print(f"twin weights seed: {seed}")
+    return make_twins(SMALL, np.random.default_rng(seed))
+
+
+@pytest.fixture(scope="module")
+def twins64(twins):
+    """Float64 copies of both twins (use them under jax.enable_x64)."""
+    twin, flax_model = twins
+    with jax.enable_x64(True):
+        model = nnx.clone(flax_model)
+        nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
+    return copy.deepcopy(twin).double(), model
+
+
+def _where(flax_model, where):
+    if where == "exit_input":
+        return flax_model.exit_feature_path(EXIT), EXIT
+    return INNER_LAYER, INNER_EXIT
+
+
+def _pgc(twin, cls, layers, exit_index, x, targets=None, call=None, **init):
+    model = ExitModel(twin, exit_index)
+    layers = [layers] if isinstance(layers, str) else layers
+    cam = cls(model, [module_at(twin, p) for p in layers], **init)
+    dtype = next(twin.parameters()).dtype
+    return cam(nchw(x).to(dtype), targets, **(call or {}))
+
+
+def _jax(flax_model, method, layers, exit_index, x, **kwargs):
+    return np.asarray(jaxcam.explain(flax_model, x, target_layer=layers, method=method,
+                                     output_index=exit_index, **kwargs))
+
+
+def _logit_targets(classes):
+    return [ClassifierOutputTarget(int(c)) for c in classes]
+
+
+def test_new_methods_are_registered_with_papers():
+    for name, cls in [("fem", "FEM"), ("kpcacam", "KPCA_CAM"), ("segeigencam", "SegEigenCAM"),
+                      ("shapleycam", "ShapleyCAM"), ("finercam", "FinerCAM"),
+                      ("randomcam", "RandomCAM"), ("refinecam", "RefineCAM")]:
+        record = registry.get(name)
+        assert record.class_name == cls and record.paper and record.summary
+        assert name in jaxcam.METHODS
+
+
+# --- FEM: no gradients, deterministic ----------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["exit_input", "inner"])
+@pytest.mark.parametrize("k", [2.0, 1.0])
+def test_fem_matches_pytorch_grad_cam(twins, rng, where, k):
+    twin, flax_model = twins
+    layer, exit_index = _where(flax_model, where)
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    ref = _pgc(twin, FEM, layer, exit_index, x, k=k)
+    got = _jax(flax_model, "fem", layer, exit_index, x, k=k)
+    assert got.shape == ref.shape == (3, 32, 32)
+    err = np.abs(got - ref).max()
+    print(f"FEM {where} k={k}: max |jaxcam - pgc| = {err:.2e}")
+    # The k-sigma threshold is a comparison: a float32 activation within rounding of it may be
+    # counted by one library and not the other, which moves a channel weight by 1/(h*w).
+    # Float64 must agree exactly; float32 to 1e-4 unless such a tie occurred (checked below).
+    if err > 1e-4:
+        with jax.enable_x64(True):
+            twin64, model64 = twins_64_of(twins)
+            ref = _pgc(twin64, FEM, layer, exit_index, x.astype(np.float64), k=k)
+            got = _jax(model64, "fem", layer, exit_index, x.astype(np.float64), k=k)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+def twins_64_of(twins):
+    twin, flax_model = twins
+    model = nnx.clone(flax_model)
+    nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
+    return copy.deepcopy(twin).double(), model
+
+
+# --- Seg-Eigen-CAM: gradients, SVD with its sign fixed -----------------------------------------
+
+@pytest.mark.parametrize("where", ["exit_input", "inner"])
+def test_segeigencam_matches_pytorch_grad_cam(twins, twins64, rng, where):
+    twin, flax_model = twins
+    layer, exit_index = _where(flax_model, where)
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=3)
+    if where == "exit_input":
+        ref = _pgc(twin, SegEigenCAM, layer, exit_index, x, _logit_targets(classes))
+        got = _jax(flax_model, "segeigencam", layer, exit_index, x, targets=classes)
+        print(f"SegEigenCAM float32: {np.abs(got - ref).max():.2e}")
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    # Inside block 1 the float32 gradient passes ReLUs that PyTorch and XLA may round to
+    # opposite sides of zero (see tests/test_parity_gradcam.py), so compare in float64 there.
+    with jax.enable_x64(True):
+        twin64, model64 = twins64
+        x64 = x.astype(np.float64)
+        ref = _pgc(twin64, SegEigenCAM, layer, exit_index, x64, _logit_targets(classes))
+        got = _jax(model64, "segeigencam", layer, exit_index, x64, targets=classes)
+    print(f"SegEigenCAM float64 {where}: {np.abs(got - ref).max():.2e}")
+    np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+
+
+# --- KPCA-CAM: kernel PCA (scikit-learn in pytorch-grad-cam; eigh here) ------------------------
+
+@pytest.mark.parametrize("where", ["exit_input", "inner"])
+@pytest.mark.parametrize("kernel", ["sigmoid", "rbf", "poly", "linear", "cosine"])
+def test_kpcacam_matches_pytorch_grad_cam(twins, twins64, rng, where, kernel):
+    """At the 8x8 classifier input scikit-learn solves the kernel's eigenproblem densely; the
+    inner 16x16 layer has 256 > 200 pixels, where it uses ARPACK (a random start vector, then
+    iterated to convergence): the same eigenvector, to ARPACK's tolerance."""
+    twin, flax_model = twins
+    layer, exit_index = _where(flax_model, where)
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    # The top eigenvector is only determined as well as the gap to the second eigenvalue
+    # allows; float64 takes float32's rounding of the kernel out of the comparison.
+    with jax.enable_x64(True):
+        twin64, model64 = twins64
+        x64 = x.astype(np.float64)
+        ref = _pgc(twin64, KPCA_CAM, layer, exit_index, x64, kernel=kernel)
+        got = _jax(model64, "kpcacam", layer, exit_index, x64, kernel=kernel)
+    err64 = np.abs(got - ref).max()
+    ref32 = _pgc(twin, KPCA_CAM, layer, exit_index, x, kernel=kernel)
+    got32 = _jax(flax_model, "kpcacam", layer, exit_index, x, kernel=kernel)
+    err32 = np.abs(got32 - ref32).max()
+    print(f"KPCA-CAM {kernel} {where}: float64 {err64:.2e}, float32 {err32:.2e}")
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    assert np.mean(np.abs(got32 - ref)) < 1e-3 and np.mean(np.abs(ref32 - ref)) < 1e-3
+
+
+def test_kernel_pca_projection_matches_scikit_learn(rng):
+    from sklearn.decomposition import KernelPCA
+
+    acts = rng.standard_normal((2, 6, 7, 5))
+    gamma = float(rng.uniform(0.05, 0.5))
+    with jax.enable_x64(True):
+        for kernel in ["sigmoid", "rbf", "poly", "linear", "cosine"]:
+            got = np.asarray(kernel_pca_projection(acts, kernel, gamma))
+            for image, mine in zip(acts, got, strict=True):
+                pixels = image.reshape(-1, 5)
+                ref = KernelPCA(n_components=1, kernel=kernel, gamma=gamma).fit_transform(
+                    pixels - pixels.mean(0))[:, 0]
+                np.testing.assert_allclose(mine.ravel(), ref, atol=1e-9 * np.abs(ref).max())
+
+
+# --- ShapleyCAM: gradient minus half the Hessian-vector product --------------------------------
+
+@pytest.mark.parametrize("where", ["exit_input", "inner"])
+def test_shapleycam_matches_pytorch_grad_cam(twins, twins64, rng, where):
+    twin, flax_model = twins
+    layer, exit_index = _where(flax_model, where)
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    category = int(rng.integers(0, 10))
+    rest = [ClassifierOutputReST(category)] * 3
+    if where == "exit_input":
+        ref = _pgc(twin, ShapleyCAM, layer, exit_index, x, rest)
+        got = _jax(flax_model, "shapleycam", layer, exit_index, x, targets=JaxReST(category))
+        print(f"ShapleyCAM float32: {np.abs(got - ref).max():.2e}")
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    with jax.enable_x64(True):
+        twin64, model64 = twins64
+        x64 = x.astype(np.float64)
+        ref = _pgc(twin64, ShapleyCAM, layer, exit_index, x64, rest)
+        got = _jax(model64, "shapleycam", layer, exit_index, x64, targets=JaxReST(category))
+        raw = _jax(model64, "shapleycam", layer, exit_index, x64, targets=JaxReST(category),
+                   relu=False, normalize=False, resize=False)
+        raw_gradcam = _jax(model64, "gradcam", layer, exit_index, x64,
+                           targets=JaxReST(category), relu=False, normalize=False, resize=False)
+    print(f"ShapleyCAM float64 {where}: {np.abs(got - ref).max():.2e}")
+    np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+    # The ReST target's softmax is curved: the Hessian term is not zero, ShapleyCAM != Grad-CAM.
+    assert np.abs(raw - raw_gradcam).max() > 1e-3 * np.abs(raw_gradcam).max()
+
+
+def test_shapleycam_is_gradcam_for_a_logit_of_a_relu_head(twins, rng):
+    """A logit of ReLU, pooling and linear layers has a zero Hessian almost everywhere."""
+    _, flax_model = twins
+    layer = flax_model.exit_feature_path(EXIT)
+    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=2)
+    shapley = _jax(flax_model, "shapleycam", layer, EXIT, x, targets=classes)
+    grad = _jax(flax_model, "gradcam", layer, EXIT, x, targets=classes)
+    np.testing.assert_allclose(shapley, grad, atol=1e-6)
+
+
+# --- Finer-CAM: Grad-CAM of a target against the most similar classes -------------------------
+
+@pytest.mark.parametrize("how", ["top_class", "target_idx", "alpha_and_comparisons"])
+def test_finercam_matches_pytorch_grad_cam(twins, twins64, rng, how):
+    twin, flax_model = twins
+    layer, exit_index = _where(flax_model, "exit_input")
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    call, options, targets = {}, {}, None
+    if how == "target_idx":
+        idx = int(rng.integers(0, 10))
+        call, targets = {"target_idx": idx}, idx
+    elif how == "alpha_and_comparisons":
+        alpha = float(rng.uniform(0.3, 1.5))
+        call = {"alpha": alpha, "comparison_categories": [1, 4, 20]}  # 20 >= K is dropped
+        options = {"alpha": alpha, "comparison_categories": (1, 4, 20)}
+    ref = _pgc(twin, FinerCAM, layer, exit_index, x, None, call=call)
+    got = _jax(flax_model, "finercam", layer, exit_index, x, targets=targets, **options)
+    err = np.abs(got - ref).max()
+    print(f"FinerCAM {how}: {err:.2e}")
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    # Different from the plain Grad-CAM of the same class: the comparison classes matter.
+    plain = _jax(flax_model, "gradcam", layer, exit_index, x, targets=targets)
+    assert np.abs(plain - got).max() > 1e-2
+
+
+def test_finercam_inner_layer_float64(twins64, rng):
+    twin64, model64 = twins64
+    x = rng.standard_normal((2, 32, 32, 3))
+    with jax.enable_x64(True):
+        ref = _pgc(twin64, FinerCAM, INNER_LAYER, INNER_EXIT, x)
+        got = _jax(model64, "finercam", INNER_LAYER, INNER_EXIT, x)
+    print(f"FinerCAM inner float64: {np.abs(got - ref).max():.2e}")
+    np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+
+
+# --- RefineCAM: product of per-layer Grad-CAM++ maps -------------------------------------------
+
+def test_refinecam_matches_pytorch_grad_cam(twins, twins64, rng):
+    twin, flax_model = twins
+    # Two layers feeding exit 3: one inside block 1 (16x16) and the classifier input (4x4 or 8x8).
+    layers = [INNER_LAYER, flax_model.exit_feature_path(INNER_EXIT)]
+    x = rng.standard_normal((2, 32, 32, 3))
+    classes = rng.integers(0, 10, size=2)
+    # Grad-CAM++ divides by sums of gradient powers (ill-conditioned in float32, see
+    # tests/test_parity_gradcam.py) and the inner layer sees float32 ReLU flips: float64.
+    with jax.enable_x64(True):
+        twin64, model64 = twins64
+        ref = _pgc(twin64, RefineCAM, layers, INNER_EXIT, x, _logit_targets(classes))
+        got = _jax(model64, "refinecam", layers, INNER_EXIT, x, targets=classes)
+        singles = [_jax(model64, "gradcamplusplus", layer, INNER_EXIT, x, targets=classes)
+                   for layer in layers]
+    print(f"RefineCAM float64: {np.abs(got - ref).max():.2e}")
+    np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+    product = singles[0] * singles[1]
+    low = product.min(axis=(1, 2), keepdims=True)
+    expected = (product - low) / (1e-7 + (product - low).max(axis=(1, 2), keepdims=True))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # Float32 against pytorch-grad-cam's float32, on average.
+    ref32 = _pgc(twin, RefineCAM, layers, INNER_EXIT, x.astype(np.float32),
+                 _logit_targets(classes))
+    got32 = _jax(flax_model, "refinecam", layers, INNER_EXIT, x.astype(np.float32),
+                 targets=classes)
+    assert np.mean(np.abs(got32 - ref)) < 5e-3 and np.mean(np.abs(ref32 - ref)) < 5e-3
+
+
+# --- RandomCAM: the weighting formula with the same weights, and the weights' distribution ----
+
+def test_randomcam_formula_matches_pytorch_grad_cam_with_the_same_weights(twins, rng):
+    """pytorch-grad-cam draws from NumPy's global generator: seed it, draw the same weights
+    (the same call) and feed them to jaxcam's formula."""
+    twin, flax_model = twins
+    layer, exit_index = _where(flax_model, "exit_input")
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=3)
+    seed = int(rng.integers(0, 2**31))
+    np.random.seed(seed)
+    ref = _pgc(twin, RandomCAM, layer, exit_index, x, _logit_targets(classes))
+    # RandomCAM's weights are drawn after the forward pass; nothing else draws from np.random.
+    acts = _torch_activations(twin, layer, exit_index, x)
+    np.random.seed(seed)
+    weights = np.random.uniform(-1, 1, size=(acts.shape[0], acts.shape[-1]))
+    raw = randomcam(acts, None, key=jax.random.key(0), weights=weights)
+    got = np.asarray(jaxcam.postprocess.postprocess(raw, (32, 32)))
+    print(f"RandomCAM with pgc's weights: {np.abs(got - ref).max():.2e}")
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+def _torch_activations(twin, layer, exit_index, x):
+    """The twin layer's activations, NHWC (equal to the Flax model's: tests/test_msdnet_*)."""
+    saved = {}
+    handle = module_at(twin, layer).register_forward_hook(
+        lambda module, inputs, output: saved.__setitem__("acts", output.detach()))
+    with torch.no_grad():
+        ExitModel(twin, exit_index)(nchw(x))
+    handle.remove()
+    return saved["acts"].numpy().transpose(0, 2, 3, 1)
+
+
+def test_randomcam_weights_are_uniform_on_minus_one_one(rng):
+    """The same distribution as pytorch-grad-cam's: U(-1, 1), independent per image and
+    channel (Kolmogorov-Smirnov against U(-1, 1) and against NumPy's own draws)."""
+    key = jax.random.key(int(rng.integers(0, 2**31)))
+    weights = np.asarray(random_channel_weights(key, 64, 256)).ravel()
+    assert weights.min() >= -1 and weights.max() < 1
+    assert stats.kstest(weights, stats.uniform(loc=-1, scale=2).cdf).pvalue > 1e-3
+    numpy_draws = rng.uniform(-1, 1, size=weights.size)
+    assert stats.ks_2samp(weights, numpy_draws).pvalue > 1e-3
+    assert abs(weights.mean()) < 0.02 and abs(weights.var() - 1 / 3) < 0.01
+
+
+def test_randomcam_maps_are_reproducible_by_key_and_differ_between_keys(twins, rng):
+    _, flax_model = twins
+    layer = flax_model.exit_feature_path(EXIT)
+    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    a = _jax(flax_model, "randomcam", layer, EXIT, x, key=jax.random.key(1))
+    b = _jax(flax_model, "randomcam", layer, EXIT, x, key=jax.random.key(1))
+    c = _jax(flax_model, "randomcam", layer, EXIT, x, key=jax.random.key(2))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-2
+
+
+def test_randomcam_map_statistics_match_pytorch_grad_cam(twins, rng):
+    """Over many draws, the maps of both libraries have the same per-pixel mean and spread."""
+    twin, flax_model = twins
+    layer = flax_model.exit_feature_path(EXIT)
+    x = np.repeat(rng.standard_normal((1, 32, 32, 3)).astype(np.float32), 32, axis=0)
+    np.random.seed(int(rng.integers(0, 2**31)))
+    ref = _pgc(twin, RandomCAM, layer, EXIT, x, _logit_targets([0] * 32))
+    got = _jax(flax_model, "randomcam", layer, EXIT, x, targets=0,
+               key=jax.random.key(int(rng.integers(0, 2**31))))
+    # Each row is one draw of the weights for the same image: compare the two samples of maps.
+    assert stats.ks_2samp(ref.mean(axis=(1, 2)), got.mean(axis=(1, 2))).pvalue > 1e-3
+    assert abs(ref.mean() - got.mean()) < 0.1
+
+
+# --- FullGrad: input and every bias, no target layer -------------------------------------------
+
+class _UsedExit(torch.nn.Module):
+    """Exit k's network holding only the modules its forward pass runs (blocks 0..k and exit k's
+    classifier): pytorch-grad-cam's FullGrad asserts that every bias layer it finds gets a
+    gradient, which the other exits' classifiers (in ExitModel's twin) would not."""
+
+    def __init__(self, twin, k):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(twin.blocks[: k + 1])
+        self.head = twin.classifier[k]
+
+    def forward(self, x):
+        h = x
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h[-1])
+
+
+def _pgc_fullgrad(twin, x, classes):
+    from pytorch_grad_cam import FullGrad
+
+    dtype = next(twin.parameters()).dtype
+    cam = FullGrad(_UsedExit(twin, 0), [])
+    return cam(nchw(x).to(dtype), _logit_targets(classes))
+
+
+def test_fullgrad_matches_pytorch_grad_cam(twins, twins64, rng):
+    twin, flax_model = twins
+    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=3)
+    ref = _pgc_fullgrad(twin, x, classes)
+    got = _jax(flax_model, "fullgrad", None, 0, x, targets=classes)
+    err32 = np.abs(got - ref).max()
+    with jax.enable_x64(True):
+        twin64, model64 = twins64
+        x64 = x.astype(np.float64)
+        ref64 = _pgc_fullgrad(twin64, x64, classes)
+        got64 = _jax(model64, "fullgrad", None, 0, x64, targets=classes)
+    err64 = np.abs(got64 - ref64).max()
+    print(f"FullGrad: float32 {err32:.2e}, float64 {err64:.2e}")
+    np.testing.assert_allclose(got64, ref64, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    # Every bias layer of the whole model was found, those of other exits included.
+    paths, _ = bias_layers_of(flax_model)
+    n_torch = sum(isinstance(m, torch.nn.BatchNorm2d) for m in twin.modules())
+    assert len(paths) == n_torch
+
+
+def bias_layers_of(flax_model):
+    from jaxcam.methods.layer import bias_layers
+
+    return bias_layers(flax_model)
