@@ -1,8 +1,9 @@
 """jaxcam: class activation maps computed functionally in JAX.
 
-``explain`` taps a layer of any JAX model (Flax NNX, Flax Linen, or a pair of plain functions),
-takes ``jax.vjp`` of the target scores with respect to it, and turns activations and gradients
-into maps in one jitted call; ``explain_exits`` does every exit of a multi-exit network in one
+``explain`` taps a layer of any JAX model (Flax NNX, Flax Linen, Equinox, Haiku, Keras 3 on
+JAX, a PyTorch module run as JAX through torchax, or a pair of plain functions), takes
+``jax.vjp`` of the target scores with respect to it, and turns activations and gradients into
+maps in one jitted call; ``explain_exits`` does every exit of a multi-exit network in one
 forward and one backward pass. ``Explainer`` and ``ExitExplainer`` do their per-model work
 (splitting the model, checking layers) once, for explaining many batches with the same weights.
 The maths of each method is a pure function in :mod:`jaxcam.methods`, registered in

@@ -69,8 +69,9 @@ def check_keywords(where: str, given: Iterable[str], valid: Sequence[str],
     listing = ", ".join(valid)
     if extra_label:
         listing += f"; {extra_label}: {', '.join(extra) or 'none'}"
-    raise TypeError(f"{where} got unexpected keyword argument(s) {names}{hint}. Its keyword "
-                    f"arguments are: {listing}")
+    kind = "option(s) or keyword argument(s)" if extra_label else "keyword argument(s)"
+    raise TypeError(f"{where} got unknown {kind} {names}{hint}. Its keyword arguments are: "
+                    f"{listing}")
 
 
 def strict_keywords(fn: F) -> F:

@@ -129,7 +129,7 @@ def not_a_map_error(name: str, raw: tuple[int, ...], result: tuple[int, ...] | N
     """The error for a layer whose output (or transformed output) is not a (B, h, w, C) map."""
     order = "(B, h, w, C)" if layout == "NHWC" else "(B, C, h, w) (layout='NCHW')"
     if result is not None:  # a user's transform gave something else
-        return ValueError(f"reshape_transform turned layer {name!r}'s output {raw} into "
+        return ValueError(f"reshape_transform turned the output {raw} of layer {name!r} into "
                           f"{result}, not a {order} map of the batch of {batch}; it must "
                           f"return one")
     if len(raw) == 3:

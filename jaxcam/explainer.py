@@ -112,6 +112,9 @@ class Explainer(PreparedExplainer):
                  layout: str | None = None, reshape_transform: Callable[..., Any] | None = None,
                  **method_options: Any):
         record = registry.get(method)
+        if {"targets", "target", "images", "key"} & set(method_options):
+            raise TypeError("Explainer() takes the model and its options; the images, targets "
+                            "and key go to each call: explainer(images, targets, key=...)")
         check_keywords("Explainer()", method_options, _EXPLAINER_KEYWORDS, record.options,
                        f"options of method {record.name!r}")
         self._opts = make_options(record, method_options, relu=relu, normalize=normalize,

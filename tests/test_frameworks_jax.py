@@ -379,10 +379,23 @@ EQX_BLOCK_INDEX = {"layer3/1": 5, "layer4/1": 7}
 def eqx_model(rng: np.random.Generator) -> tuple[EqxResNet18, eqx.nn.State]:
     model, state = eqx.nn.make_with_state(EqxResNet18)(jax.random.key(int(rng.integers(2 ** 31))))
     params, static = eqx.partition(model, eqx.is_array)
+
+    def he(a):  # He-normal convolutions, as torchvision's ResNet: activations keep their scale
+        fan_in = np.prod(a.shape[1:])
+        return jnp.asarray(rng.normal(0, np.sqrt(2 / fan_in), a.shape).astype(np.float32))
+
+    params = jax.tree.map(lambda a: he(a) if a.ndim == 4 else a, params)
     model = eqx.combine(randomized(params, rng), static)
-    # Random running statistics (means and variances alike: positive, as variances must be).
-    state = jax.tree.map(lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype), state)
-    return model, state
+
+    # Random running statistics: each BatchNorm's state is (mean, variance).
+    def stat(path, a):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            return a
+        last = jax.tree_util.keystr(path[-1:])
+        return jnp.asarray(rng.uniform(0.5, 1.5, a.shape) if last == "[1]"
+                           else rng.normal(0, 0.1, a.shape), a.dtype)
+
+    return model, jax.tree_util.tree_map_with_path(stat, state)
 
 
 def eqx_references(model: EqxResNet18, state: eqx.nn.State, x_nchw: np.ndarray,
@@ -435,15 +448,26 @@ def test_equinox_batched_and_channels_last_models(rng):
     layer = EQX_LAYERS[0]
     expected = expected_maps([eqx_references(model, state, x, classes)[layer]["gradcam"]])
 
-    class Batched(eqx.Module):
-        net: EqxResNet18
+    class PerBatch(eqx.Module):  # one block applied to the whole batch
+        block: EqxBlock
 
         def __call__(self, x, state):
-            return jax.vmap(self.net, in_axes=(0, None), out_axes=(0, None),
+            return jax.vmap(self.block, in_axes=(0, None), out_axes=(0, None),
                             axis_name="batch")(x, state)
 
-    batched = jaxcam.EquinoxModel(Batched(model), state, batched=True)
-    check_maps(jaxcam.explain(batched, x, target_layer=f"net/{layer}", targets=classes),
+    class Batched(eqx.Module):  # the same network, written batch-wise
+        net: EqxResNet18
+        blocks: tuple
+
+        def __call__(self, x, state):
+            x = jax.vmap(self.net.stem, in_axes=(0, None))(x, state)
+            for block in self.blocks:
+                x, state = block(x, state)
+            return jax.vmap(self.net.head)(x), state
+
+    batched = Batched(model, tuple(PerBatch(b) for b in model.blocks()))
+    check_maps(jaxcam.explain(jaxcam.EquinoxModel(batched, state, batched=True), x,
+                              target_layer=f"blocks/{EQX_BLOCK_INDEX[layer]}", targets=classes),
                expected, "batched=True")
     # layout="NHWC" images for the same channels-first model: given explicitly to explain.
     check_maps(jaxcam.explain(jaxcam.EquinoxModel(model, state), np.transpose(x, (0, 2, 3, 1)),
@@ -499,17 +523,17 @@ def haiku_weights(transformed: Any, rng: np.random.Generator) -> tuple[Any, Any]
     return params, state
 
 
-def _haiku_part(x: jax.Array, lo: int, hi: int) -> jax.Array:
+def _haiku_part(x: jax.Array, lo: int, hi: int, classify: bool) -> jax.Array:
     """Block groups ``lo`` to ``hi`` of Haiku's ResNet18 (the stem first when ``lo`` is 0, the
-    classifier last when ``hi`` is 4): its own submodules, called as ResNet.__call__ calls
+    classifier last when ``classify``): its own submodules, called as ResNet.__call__ calls
     them, under the same names, so one set of parameters serves every part."""
     net = hk.nets.ResNet18(N_CLASSES)
     if lo == 0:
         x = jax.nn.relu(net.initial_batchnorm(net.initial_conv(x), False))
         x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding="SAME")
     for group in net.block_groups[lo:hi]:
-        x = group(x, False)
-    return net.logits(jnp.mean(x, axis=(1, 2))) if hi == 4 else x
+        x = group(x, False, False)
+    return net.logits(jnp.mean(x, axis=(1, 2))) if classify else x
 
 
 HAIKU_SPLIT = hk.transform_with_state(_haiku_part)
@@ -523,8 +547,8 @@ def haiku_references(params: Any, state: Any, x: np.ndarray, classes: np.ndarray
     for layer in HAIKU_LAYERS:
         g = int(layer[-1])
         refs[layer] = raw_maps(
-            lambda x, g=g: split.apply(params, state, None, x, 0, g + 1)[0],
-            lambda a, g=g: split.apply(params, state, None, a, g + 1, 4)[0],
+            lambda x, g=g: split.apply(params, state, None, x, 0, g + 1, False)[0],
+            lambda a, g=g: split.apply(params, state, None, a, g + 1, 4, True)[0],
             jnp.asarray(x), classes)
     return refs
 
@@ -536,7 +560,7 @@ def test_haiku_resnet18(rng):
     model = jaxcam.HaikuModel(transformed, params, state, is_training=False)
     # The hand-split forward is the model: same logits.
     np.testing.assert_allclose(
-        np.asarray(HAIKU_SPLIT.apply(params, state, None, jnp.asarray(x), 0, 4)[0]),
+        np.asarray(HAIKU_SPLIT.apply(params, state, None, jnp.asarray(x), 0, 4, True)[0]),
         np.asarray(transformed.apply(params, state, None, x, is_training=False)[0]),
         rtol=1e-4, atol=1e-4)
     refs = haiku_references(params, state, x, classes)

@@ -4,9 +4,12 @@ ShapleyCAM, Finer-CAM, RandomCAM, RefineCAM), each against pytorch-grad-cam on t
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -361,28 +364,46 @@ def test_randomcam_map_statistics_match_pytorch_grad_cam(twins, rng):
 
 # --- FullGrad: input and every bias, no target layer -------------------------------------------
 
-class _UsedExit(torch.nn.Module):
-    """Exit k's network holding only the modules its forward pass runs (blocks 0..k and exit k's
-    classifier): pytorch-grad-cam's FullGrad asserts that every bias layer it finds gets a
-    gradient, which the other exits' classifiers (in ExitModel's twin) would not."""
+class _UsedBiasLayers(torch.nn.Module):
+    """Exit k of the twin, showing pytorch-grad-cam's FullGrad only the batch norms that the
+    explained output depends on, in the order they run.
+
+    pytorch-grad-cam's FullGrad zips the bias layers it finds (module definition order) with
+    the gradients its hooks receive (execution order) and asserts they are as many. MSD-Net
+    computes finer-scale features in each block that a given exit never uses, so their hooks
+    receive no gradient and the assertion fails; the network itself is therefore kept out of
+    the module tree (a plain attribute), and the used batch norms are registered in run order.
+    """
 
     def __init__(self, twin, k):
         super().__init__()
-        self.blocks = torch.nn.ModuleList(twin.blocks[: k + 1])
-        self.head = twin.classifier[k]
+        self.__dict__["net"] = ExitModel(twin, k)
+        named = [(n, m) for n, m in self.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        ran, got_grad, handles = [], set(), []
+        for name, module in named:
+            def hook(module, inputs, output, name=name):
+                ran.append(name)
+                output.register_hook(lambda g: got_grad.add(name))
+            handles.append(module.register_forward_hook(hook))
+        dtype = next(twin.parameters()).dtype
+        x = torch.randn(1, 3, 32, 32, dtype=dtype, requires_grad=True)
+        self.net(x)[0, 0].backward()
+        for handle in handles:
+            handle.remove()
+        modules = dict(named)
+        self.used = torch.nn.ModuleList([modules[n] for n in ran if n in got_grad])
 
     def forward(self, x):
-        h = x
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h[-1])
+        return self.net(x)
 
 
 def _pgc_fullgrad(twin, x, classes):
     from pytorch_grad_cam import FullGrad
 
+    model = _UsedBiasLayers(twin, 0)
     dtype = next(twin.parameters()).dtype
-    cam = FullGrad(_UsedExit(twin, 0), [])
+    cam = FullGrad(model, [])
+    assert len(cam.target_layers) == len(model.used) > 0
     return cam(nchw(x).to(dtype), _logit_targets(classes))
 
 
@@ -412,3 +433,66 @@ def bias_layers_of(flax_model):
     from jaxcam.methods.layer import bias_layers
 
     return bias_layers(flax_model)
+
+
+# --- Deep Feature Factorization: NMF of the activations ----------------------------------------
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns when NMF reaches max_iter
+        yield
+
+
+def test_nmf_matches_scikit_learn(rng):
+    from sklearn.decomposition import NMF
+
+    from jaxcam.methods.layer import nmf
+
+    x = np.abs(rng.standard_normal((int(rng.integers(8, 30)), int(rng.integers(20, 60)))))
+    k = int(rng.integers(2, 6))
+    reference = NMF(n_components=k, init="random", random_state=0)
+    with _quiet():
+        w_ref = reference.fit_transform(x)
+    with jax.enable_x64(True):
+        w, h = nmf(jnp.asarray(x), k)
+    print(f"NMF: {reference.n_iter_} sweeps, |dW| {np.abs(np.asarray(w) - w_ref).max():.1e}")
+    np.testing.assert_allclose(np.asarray(w), w_ref, atol=1e-9 * np.abs(w_ref).max())
+    np.testing.assert_allclose(np.asarray(h), reference.components_,
+                               atol=1e-9 * np.abs(reference.components_).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_deep_feature_factorization_matches_pytorch_grad_cam(twins, twins64, rng, dtype):
+    from pytorch_grad_cam import DeepFeatureFactorization as PgcDFF
+
+    from jaxcam.methods.layer import DeepFeatureFactorization
+
+    twin, flax_model = twins if dtype == np.float32 else twins64
+    layer = flax_model.exit_feature_path(EXIT)
+    x = rng.standard_normal((2, 32, 32, 3)).astype(dtype)
+    k = 4
+    channels = _torch_activations(twin, layer, EXIT, x.astype(np.float32)
+                                  if dtype == np.float32 else x).shape[-1]
+    head = rng.standard_normal((channels, 7))  # a linear map of the concept vectors
+
+    def torch_head(concepts):
+        return concepts.double() @ torch.from_numpy(head)
+
+    with _quiet():
+        concepts_ref, maps_ref, outputs_ref = PgcDFF(
+            ExitModel(twin, EXIT), module_at(twin, layer), computation_on_concepts=torch_head
+        )(nchw(x), n_components=k)
+    with jax.enable_x64(dtype == np.float64):
+        explainer = DeepFeatureFactorization(flax_model, layer,
+                                             computation_on_concepts=lambda c: c @ head)
+        concepts, maps, outputs = (np.asarray(a) for a in explainer(x, n_components=k))
+    maps_ref = np.stack(maps_ref)
+    print(f"DFF {np.dtype(dtype).name}: concepts {np.abs(concepts - concepts_ref).max():.1e}, "
+          f"maps {np.abs(maps - maps_ref).max():.1e}")
+    assert concepts.shape == concepts_ref.shape == (channels, k)
+    assert maps.shape == maps_ref.shape == (2, k, 32, 32)
+    tol = 1e-4 if dtype == np.float32 else 1e-6
+    np.testing.assert_allclose(concepts, concepts_ref, atol=tol * np.abs(concepts_ref).max())
+    np.testing.assert_allclose(maps, maps_ref, atol=tol)
+    np.testing.assert_allclose(outputs, outputs_ref, atol=tol * np.abs(outputs_ref).max())

@@ -25,7 +25,7 @@ import pytest
 import sklearn.datasets
 
 import jaxcam
-from efficientnet_flax import IMAGENET_CLASSES, EfficientNetLite0, load_pretrained
+from efficientnet_flax import IMAGENET_CLASSES, EfficientNetLite0
 from jaxcam import batch, cli
 from jaxcam.cli.common import preprocessing_for
 from jaxcam.cli.models import DEFAULT_EXPLAIN_MODEL, MODELS, load_model
@@ -95,25 +95,24 @@ def test_imagenet_preprocessing_is_the_weights_own(imagenet, seed):
 
 
 def _hand_gradcam(net: EfficientNetLite0, x: jax.Array) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) of the top class, from jax.grad on head(features)."""
+    """Grad-CAM (Selvaraju et al. 2017) of the top class at the feature map's resolution, from
+    jax.grad on head(features), scaled to [0, 1] as pytorch-grad-cam's ``scale_cam_image``."""
     feats = net.features(x)
     cls = jnp.argmax(net.head(feats), -1)
     grads = jax.grad(lambda f: jnp.take_along_axis(net.head(f), cls[:, None], 1).sum())(feats)
-    cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", feats, grads.mean(axis=(1, 2))))
-    cam = np.asarray(cam)
-    lo, hi = cam.min(axis=(1, 2), keepdims=True), cam.max(axis=(1, 2), keepdims=True)
-    cam = (cam - lo) / np.maximum(hi - lo, 1e-7)
-    return np.stack([cv2.resize(c, x.shape[1:3][::-1], interpolation=cv2.INTER_LINEAR)
-                     for c in cam])
+    cam = np.asarray(jax.nn.relu(jnp.einsum("bhwc,bc->bhw", feats, grads.mean(axis=(1, 2)))))
+    cam = cam - cam.min(axis=(1, 2), keepdims=True)
+    return cam / (1e-7 + cam.max(axis=(1, 2), keepdims=True))
 
 
 def test_single_exit_gradcam_equals_hand_written(imagenet, seed):
     model, _ = imagenet
-    x = jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (2, 64, 96, 3)), jnp.float32)
-    maps, logits = jaxcam.explain_exits(model, x, return_logits=True)
-    assert maps.shape == (1, 2, 64, 96) and logits.shape == (1, 2, 1000)
+    x = jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (2, 224, 160, 3)), jnp.float32)
+    maps, logits = jaxcam.explain_exits(model, x, return_logits=True, resize=False)
+    assert maps.shape == (1, 2, 7, 5) and logits.shape == (1, 2, 1000)
     np.testing.assert_allclose(np.asarray(logits[0]), np.asarray(model.net(x)), atol=1e-4)
     np.testing.assert_allclose(np.asarray(maps[0]), _hand_gradcam(model.net, x), atol=1e-4)
+    assert jaxcam.explain_exits(model, x).shape == (1, 2, 224, 160)
     with pytest.raises(IndexError):
         model.classify(1, model.net.features(x))
 

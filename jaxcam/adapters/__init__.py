@@ -180,13 +180,13 @@ def make_adapter(model: Any, layers: Sequence[LayerPath], variables: Any
         return HaikuAdapter.prepare(model, layers)
     if is_haiku_transformed(model):
         raise haiku_transformed_error()
+    if is_keras_model(model):  # first: on Keras's torch backend a model is a torch Module too
+        _no_variables(model, variables, "the model holds its weights")
+        return KerasAdapter.prepare(model, layers)
     if is_torch_module(model):
         _no_variables(model, variables, "the module holds its weights (update(new_model) or "
                       "update(variables=state_dict) to change them)")
         return TorchAdapter.prepare(model, layers)
-    if is_keras_model(model):
-        _no_variables(model, variables, "the model holds its weights")
-        return KerasAdapter.prepare(model, layers)
     if is_function_pair(model):
         return PairAdapter.prepare(model, layers)
     raise TypeError(

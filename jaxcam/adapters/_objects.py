@@ -42,13 +42,13 @@ def layer_name(model: Any, layer: Any) -> Any:
     """
     if isinstance(layer, (str, tuple)):
         return layer
-    if is_torch_module(model) and is_torch_module(layer):
-        return torch_layer_name(model, layer)
-    if is_keras_model(model):
+    if is_keras_model(model):  # first: on Keras's torch backend a layer is a torch Module too
         import keras
 
         if isinstance(layer, keras.layers.Layer):
             return keras_layer_name(model, layer)
+    if is_torch_module(model) and is_torch_module(layer):
+        return torch_layer_name(model, layer)
     if isinstance(model, nnx.Module) and isinstance(layer, nnx.Module):
         return _nnx_layer_name(model, layer)
     return layer

@@ -29,10 +29,10 @@ from jaxcam.batch._decode import (
     read_image_checked,
     to_model_input,
 )
-from jaxcam.batch._distributed import init_distributed
+from jaxcam.batch._distributed import PeerLostError, init_distributed
 from jaxcam.batch._engine import ExplainStep
 from jaxcam.batch._extras import GalleryExtras
-from jaxcam.batch._names import expand_inputs, shown, unique_names
+from jaxcam.batch._names import MAX_NAME, expand_inputs, shown, unique_names
 from jaxcam.batch._pipeline import Timings
 from jaxcam.batch._plan import SMALL_RUN, BatchJob, RunMismatchError, model_digest
 from jaxcam.batch._preprocessing import Preprocessing
@@ -72,8 +72,10 @@ __all__ = [
     "init_distributed",
     "InputError",
     "OutputError",
+    "PeerLostError",
     "PixelBudget",
     "shown",
+    "MAX_NAME",
     "DEFAULT_MAX_PIXELS",
     "declared_size",
     "decode_checked",

@@ -9,11 +9,100 @@ after which process 0 may read all shards and write the manifest.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from pathlib import Path
 
 import jax
 import numpy as np
 
-__all__ = ["init_distributed", "cluster_detected", "gather_counts"]
+__all__ = ["init_distributed", "cluster_detected", "gather_counts", "PeerLostError", "Peers",
+           "PEER_TIMEOUT_S"]
+
+#: A process whose heartbeat file is older than this is taken for dead: the others stop with
+#: :class:`PeerLostError` instead of waiting for JAX's own heartbeat (100 s, then an abort).
+PEER_TIMEOUT_S = 10.0
+_BEAT_S = 1.0
+_PEERS_DIR = ".jaxcam-peers"
+
+
+class PeerLostError(RuntimeError):
+    """Another process of a multi-process run stopped (killed, crashed, or failed) before the
+    run's end; complete shards are kept and the same command on every host finishes the run."""
+
+
+class Peers:
+    """Liveness of a run's processes through the shared output folder.
+
+    Each process touches ``OUT/.jaxcam-peers/<attempt>-<p>.alive`` every second from a thread;
+    before each collective, :meth:`wait` marks this process as arrived and waits until every
+    process has, raising :class:`PeerLostError` as soon as one has shown no sign of life for
+    :data:`PEER_TIMEOUT_S` seconds. JAX's collectives have no such timeout: without this, the
+    survivors of a killed process wait for its heartbeat timeout and then abort.
+
+    Args:
+      out: the run's (shared) output folder.
+      attempt: a number all processes of this attempt share (files of earlier, killed
+        attempts are ignored).
+      process: this process's index; processes: how many.
+      timeout: seconds without a heartbeat after which a process is taken for dead.
+    """
+
+    def __init__(self, out: Path, attempt: int, process: int, processes: int,
+                 timeout: float = PEER_TIMEOUT_S):
+        self.dir = Path(out) / _PEERS_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.attempt, self.process, self.processes = attempt, process, processes
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._alive(process).touch()
+        self._thread = threading.Thread(target=self._beat, name="jaxcam-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _alive(self, p: int) -> Path:
+        return self.dir / f"{self.attempt}-{p}.alive"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(_BEAT_S):
+            try:
+                os.utime(self._alive(self.process))
+            except OSError:
+                self._alive(self.process).touch()
+
+    def wait(self, tag: str) -> None:
+        """Arrive at barrier ``tag`` and return once every process has.
+
+        Raises:
+          PeerLostError: a process stopped before arriving.
+        """
+        (self.dir / f"{self.attempt}-{self.process}.{tag}").touch()
+        start = time.time()
+        while True:
+            missing = [p for p in range(self.processes)
+                       if not (self.dir / f"{self.attempt}-{p}.{tag}").exists()]
+            if not missing:
+                return
+            now = time.time()
+            for p in missing:
+                try:
+                    last = self._alive(p).stat().st_mtime
+                except FileNotFoundError:  # not started yet: give it the timeout from now
+                    last = start
+                if now - last > self.timeout:
+                    raise PeerLostError(
+                        f"process {p} of {self.processes} stopped (no sign of life for "
+                        f"{self.timeout:.0f} s): it was killed or failed; complete shards are "
+                        f"kept: run the same command again on every host to finish")
+            time.sleep(0.2)
+
+    def close(self, remove: bool = False) -> None:
+        """Stop the heartbeat; with ``remove`` (process 0 once every process has finished)
+        delete the files of earlier attempts (this attempt's few stay until the next run)."""
+        self._stop.set()
+        if remove:
+            for path in self.dir.glob("*"):
+                if not path.name.startswith(f"{self.attempt}-"):
+                    path.unlink(missing_ok=True)
 
 # Environment variables of launchers under which jax.distributed.initialize() finds its
 # coordinator by itself (see jax._src.clusters): when several tasks are present.

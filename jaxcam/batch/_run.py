@@ -7,6 +7,7 @@ import datetime
 import errno
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcam.batch._distributed import gather_counts
+from jaxcam.batch._distributed import Peers, gather_counts
 from jaxcam.batch._engine import ExplainStep
 from jaxcam.batch._extras import GalleryExtras
 from jaxcam.batch._finish import finish_run, shard_state
@@ -138,7 +139,8 @@ def _compute(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob, pla
                        micro_batch=job.micro_batch)
     ctx = ShardContext(out=out, fingerprint=plan.fingerprint, shard_size=plan.shard_size,
                        map_dtype=plan.map_dtype, exit_numbers=plan.exit_numbers,
-                       class_names=prep.class_names, method=job.method, process=process)
+                       class_names=prep.class_names, method=job.method, process=process,
+                       content_hash=job.content_hash)
     bar = Progress(sum(len(r) for r in todo), "explained" if processes == 1 else
                    f"process 0/{processes} explained", enabled=progress and process == 0)
     try:
@@ -208,6 +210,24 @@ def _explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: Batch
     except OSError as exc:
         raise OutputError(out, "cannot create the output folder", exc) from None
     check_out(out, plan.fingerprint, plan.settings, job.overwrite, process == 0)
+    peers = None
+    if processes > 1:  # every process is alive here (it just took part in agree's collective)
+        attempt = int(gather_counts(np.asarray([secrets.randbelow(1 << 30)], np.int32))[0, 0])
+        peers = Peers(out, attempt, process, processes)
+    try:
+        return _run_shards(model, prep, inputs, job, plan, out, peers, start=start,
+                           devices=devices, progress=progress, on_shard=on_shard, extras=extras)
+    finally:
+        if peers is not None:
+            peers.close(remove=process == 0)
+
+
+def _run_shards(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob, plan: Plan,
+                out: Path, peers: Peers | None, *, start: float,
+                devices: Sequence[jax.Device] | None, progress: bool,
+                on_shard: Callable[[int], None] | None,
+                extras: GalleryExtras | None) -> RunSummary:
+    process, processes = jax.process_index(), jax.process_count()
     ranges = shard_ranges(len(inputs), plan.shard_size)
     mine = owned_shards(len(ranges), process, processes)
     states = {j: shard_state(out, j, plan.fingerprint, ranges[j], inputs.version) for j in mine}
@@ -226,6 +246,8 @@ def _explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: Batch
     mine_done = np.asarray([timings.explained, timings.failed, len(todo),
                             int(1000 * (time.perf_counter() - start)), len(mine) - len(todo),
                             changed], np.int32)
+    if peers is not None:  # a dead process ends the run here, with the tool's own message
+        peers.wait("computed")
     counts = gather_counts(mine_done)  # also the barrier: every process's shards are written
     result: dict[str, Any] = {}
     if process == 0:
@@ -243,6 +265,8 @@ def _explain_dataset(model: Any, prep: Preprocessing, inputs: Inputs, job: Batch
     # Process 0 alone read the shards; a second gather gives every process the run's totals.
     totals = [result.get("explained", 0), result.get("failed", 0), result.get("complete", 1)]
     if processes > 1:
+        assert peers is not None
+        peers.wait("finished")
         totals = gather_counts(np.asarray(totals, np.int32))[0].tolist()
     seconds = time.perf_counter() - start
     n_devices = len(jax.local_devices() if devices is None else devices)

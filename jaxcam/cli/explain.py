@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ them); OUT must be a directory all of them share. Each process explains its own 
 Bad inputs (unreadable, empty, truncated, not an image, larger than --max-pixels) are
 recorded and skipped. Exit status: 0 if every input was explained, 1 if any failed (or a
 shard is missing), 2 on a usage error, 3 if OUT cannot be written (read-only, full disk: one
-line says which; what was written is kept, and the same command finishes the run)."""
+line says which; what was written is kept, and the same command finishes the run), 4 if
+another process of a multi-process run stopped (noticed within about 10 s)."""
 
 
 def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
@@ -231,7 +233,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     Returns:
       The exit status: 0 if every input was explained, 1 if any failed, 2 on a usage or model
-      error, 3 when the output folder cannot be written.
+      error, 3 when the output folder cannot be written, 4 when another process of the run
+      stopped (the process then ends at once, without JAX's distributed shutdown).
     """
     _check_usage(args, parser)
     from jaxcam import batch
@@ -269,6 +272,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"jaxcam explain: cannot write the results: {exc}; free space or fix the "
               f"permissions, then run the same command again to finish", file=sys.stderr)
         return 3
+    except batch.PeerLostError as exc:
+        print(f"jaxcam explain: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Not a normal exit: jax.distributed's shutdown would wait for the dead process.
+        os._exit(4)
     if jax.process_index() == 0:
         print_summary(summary)
         if summary.complete and summary.explained <= SHOW_TOP:

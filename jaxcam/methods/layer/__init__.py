@@ -34,10 +34,14 @@ from jaxcam.methods.layer._finercam import finer_scores, finercam
 from jaxcam.methods.layer._randomcam import random_channel_weights, randomcam
 from jaxcam.methods.layer._refinecam import METHOD as _REFINECAM  # noqa: F401
 from jaxcam.methods.layer._fullgrad import bias_layers, fullgrad, fullgrad_from_gradients
+from jaxcam.methods.layer._dff import DeepFeatureFactorization, dff, nmf
 # isort: on
 from jaxcam.methods.layer._common import combine_channels, principal_component_projection
 
 __all__ = [
+    "nmf",
+    "dff",
+    "DeepFeatureFactorization",
     "fullgrad_from_gradients",
     "fullgrad",
     "bias_layers",
