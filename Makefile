@@ -11,8 +11,8 @@ $(PY):
 
 # Reinstall only when the project's dependencies change.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[torch,dev]'
-	$(PY) -c "import jax, flax, optax, cv2, torch, pytorch_grad_cam, captum, torchcam"
+	$(PY) -m pip install -q -e '.[torch,frameworks,dev]'
+	$(PY) -c "import jax, flax, optax, cv2, torch, pytorch_grad_cam, captum, torchcam, equinox, haiku"
 	touch $(STAMP)
 
 install: $(STAMP)

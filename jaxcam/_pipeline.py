@@ -74,8 +74,10 @@ def make_options(method: str | Method, method_options: dict[str, Any], **common:
         valid = ", ".join(record.options) or "none"
         raise TypeError(f"method {record.name!r} got unknown option(s) {', '.join(unknown)}; "
                         f"its options are: {valid}")
-    return Options(method=record, method_options=tuple(sorted(method_options.items())),
-                   **common)
+    # Lists become tuples: the options are a static (hashed) argument of jax.jit, and a list
+    # option (Finer-CAM's comparison_categories) is natural to write.
+    items = sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in method_options.items())
+    return Options(method=record, method_options=tuple(items), **common)
 
 
 def _activation_gradient_maps(adapter: ModelAdapter, opts: Options, spec: TargetSpec,

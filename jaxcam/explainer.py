@@ -178,8 +178,10 @@ def explain(model: Any, images: Any, *, target_layer: Any = None, targets: Any =
             **method_options: Any) -> jax.Array:
     """Class activation maps of a batch of images, computed in one jitted call.
 
-    Each call splits an NNX model anew (about 100 ms for MSD-Net's cifar10_anytime); to explain
-    many batches with the same weights, build an :class:`Explainer` once and call it.
+    An NNX model's structure is split once per model object and re-checked cheaply on each call
+    (its current weights are always read, so in-place training is seen; see
+    :mod:`jaxcam.adapters._split_cache`); an :class:`Explainer` built once saves the remaining
+    per-call checks.
 
     Args:
       model: a ``flax.nnx.Module`` (or its ``nnx.split`` pair); a ``flax.linen.Module`` (with
@@ -373,8 +375,10 @@ def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str =
     input, NHWC) and ``classify(k, f_k) -> logits`` (e.g. ``msdnet_flax.MSDNet``); an NNX model is
     evaluated in eval mode on a copy. Exit k's map explains ``classify(k, .)`` at ``f_k``.
 
-    Each call splits the model anew (about 100 ms for MSD-Net's cifar10_anytime); to explain
-    many batches with the same weights, build a :class:`ExitExplainer` once and call it.
+    An NNX model's structure is split once per model object and re-checked cheaply on each call
+    (its current weights are always read, so in-place training is seen; see
+    :mod:`jaxcam.adapters._split_cache`): at batch 64 on MSD-Net this one-shot call costs within
+    10% of a prepared :class:`ExitExplainer` (benchmarks/RESULTS.md).
 
     Args:
       model: the multi-exit model, or an NNX model's ``nnx.split`` pair.

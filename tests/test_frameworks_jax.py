@@ -65,10 +65,14 @@ def expected_maps(raws: list[np.ndarray]) -> np.ndarray:
     return minmax(np.maximum(np.stack(layers), 0).mean(axis=0))
 
 
-def check_maps(got: Any, expected: np.ndarray, what: str) -> None:
+def check_maps(got: Any, expected: np.ndarray, what: str, signal: bool = True) -> None:
+    """``got`` equals ``expected``; with ``signal``, the reference must not be all zero (a
+    LayerCAM map is never negative; a Grad-CAM or HiResCAM map of a random network may be, for
+    every image, and is then zero after the ReLU: compared all the same)."""
     got = np.asarray(got)
     assert got.shape == (BATCH, SIZE, SIZE), what
-    assert expected.max() > 0.9, f"{what}: the reference maps should not all be zero"
+    if signal:
+        assert expected.max() > 0.9, f"{what}: the reference maps should not all be zero"
     np.testing.assert_allclose(got, expected, atol=TOL, err_msg=what)
 
 
@@ -106,10 +110,10 @@ def check_all_methods(explain: Callable[..., Any], refs: dict[str, dict[str, np.
     for layer in layers:
         for method in METHODS:
             check_maps(explain(layer, method), expected_maps([refs[layer][method]]),
-                       f"{method} at {layer}")
-    check_maps(explain(list(layers), "gradcam"),
-               expected_maps([refs[layer]["gradcam"] for layer in layers]),
-               f"gradcam at {layers}")
+                       f"{method} at {layer}", signal=method == "layercam")
+    check_maps(explain(list(layers), "layercam"),
+               expected_maps([refs[layer]["layercam"] for layer in layers]),
+               f"layercam at {layers}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,12 +275,14 @@ def test_linen_apply_arguments_and_clear_errors(rng):
                        target_layer="ResNetBlock_99")
     # method= (a function of the module), and mutable=: the output's first element.
     expected = expected_maps([linen_references(variables, x, classes)[LINEN_LAYERS[1]]
-                              ["gradcam"]])
+                              ["layercam"]])
     by_method = jaxcam.LinenModel(module, variables, method=lambda m, x: m(x, train=False))
-    check_maps(jaxcam.explain(by_method, x, target_layer=LINEN_LAYERS[1], targets=classes),
+    check_maps(jaxcam.explain(by_method, x, target_layer=LINEN_LAYERS[1], targets=classes,
+                              method="layercam"),
                expected, "method=")
     mutable = jaxcam.LinenModel(module, variables, mutable=["batch_stats"], train=False)
-    check_maps(jaxcam.explain(mutable, x, target_layer=LINEN_LAYERS[1], targets=classes),
+    check_maps(jaxcam.explain(mutable, x, target_layer=LINEN_LAYERS[1], targets=classes,
+                              method="layercam"),
                expected, "mutable=")
 
 
@@ -286,20 +292,20 @@ def test_linen_new_weights_do_not_recompile(rng):
     x, classes = nhwc_images(rng), classes_of(rng)
     layer = LINEN_LAYERS[0]
     explainer = jaxcam.Explainer(jaxcam.LinenModel(module, first, train=False),
-                                 target_layer=layer)
+                                 target_layer=layer, method="layercam")
     explainer(x, classes).block_until_ready()
     jaxcam.explain(jaxcam.LinenModel(module, first, train=False), x, target_layer=layer,
-                   targets=classes).block_until_ready()
+                   targets=classes, method="layercam").block_until_ready()
     with compilations() as seen:
         explainer.update(variables=second)
         by_update = explainer(x, classes)
         # A fresh module object equal to the first (its list field compared by value).
         fresh = jaxcam.explain(jaxcam.LinenModel(LinenResNet18(num_classes=N_CLASSES), second,
                                                  train=False),
-                               x, target_layer=layer, targets=classes)
+                               x, target_layer=layer, targets=classes, method="layercam")
         jax.block_until_ready((by_update, fresh))
     assert seen == []
-    expected = expected_maps([linen_references(second, x, classes)[layer]["gradcam"]])
+    expected = expected_maps([linen_references(second, x, classes)[layer]["layercam"]])
     check_maps(by_update, expected, "after update")
     check_maps(fresh, expected, "fresh explain")
 
@@ -435,10 +441,10 @@ def test_equinox_resnet_one_chw_image_per_call(rng):
     refs = eqx_references(model, state, x, classes)
     check_all_methods(lambda layer, method: jaxcam.explain(
         spec, x, target_layer=layer, targets=classes, method=method), refs, EQX_LAYERS)
-    # A layer inside a block, and the class interface.
-    cam = jaxcam.HiResCAM(spec, target_layers=["layer4/1"])
+    # The class interface, the layer given as the module object (found by identity).
+    cam = jaxcam.HiResCAM(spec, target_layers=[model.layer4[1]])
     check_maps(cam(x, targets=classes), expected_maps([refs["layer4/1"]["hirescam"]]),
-               "compat HiResCAM")
+               "compat HiResCAM", signal=False)
 
 
 def test_equinox_batched_and_channels_last_models(rng):
@@ -446,7 +452,7 @@ def test_equinox_batched_and_channels_last_models(rng):
     model, state = eqx_model(rng)
     x, classes = nchw_images(rng), classes_of(rng)
     layer = EQX_LAYERS[0]
-    expected = expected_maps([eqx_references(model, state, x, classes)[layer]["gradcam"]])
+    expected = expected_maps([eqx_references(model, state, x, classes)[layer]["layercam"]])
 
     class PerBatch(eqx.Module):  # one block applied to the whole batch
         block: EqxBlock
@@ -467,11 +473,13 @@ def test_equinox_batched_and_channels_last_models(rng):
 
     batched = Batched(model, tuple(PerBatch(b) for b in model.blocks()))
     check_maps(jaxcam.explain(jaxcam.EquinoxModel(batched, state, batched=True), x,
-                              target_layer=f"blocks/{EQX_BLOCK_INDEX[layer]}", targets=classes),
+                              target_layer=f"blocks/{EQX_BLOCK_INDEX[layer]}", targets=classes,
+                              method="layercam"),
                expected, "batched=True")
     # layout="NHWC" images for the same channels-first model: given explicitly to explain.
     check_maps(jaxcam.explain(jaxcam.EquinoxModel(model, state), np.transpose(x, (0, 2, 3, 1)),
-                              target_layer=layer, targets=classes, layout="NHWC"),
+                              target_layer=layer, targets=classes, layout="NHWC",
+                              method="layercam"),
                expected, "layout=NHWC")
 
 
@@ -479,19 +487,20 @@ def test_equinox_new_weights_do_not_recompile_and_bad_layers(rng):
     (first, first_state), (second, second_state) = eqx_model(rng), eqx_model(rng)
     x, classes = nchw_images(rng), classes_of(rng)
     layer = EQX_LAYERS[1]
-    explainer = jaxcam.Explainer(jaxcam.EquinoxModel(first, first_state), target_layer=layer)
+    explainer = jaxcam.Explainer(jaxcam.EquinoxModel(first, first_state), target_layer=layer,
+                                 method="layercam")
     explainer(x, classes).block_until_ready()
     jaxcam.explain(jaxcam.EquinoxModel(first, first_state), x, target_layer=layer,
-                   targets=classes).block_until_ready()
+                   targets=classes, method="layercam").block_until_ready()
     with compilations() as seen:
         explainer.update(second, variables=second_state)
         by_update = explainer(x, classes)
         fresh = jaxcam.explain(jaxcam.EquinoxModel(second, second_state), x,
-                               target_layer=layer, targets=classes)
+                               target_layer=layer, targets=classes, method="layercam")
         jax.block_until_ready((by_update, fresh))
     assert seen == []
     expected = expected_maps([eqx_references(second, second_state, x, classes)[layer]
-                              ["gradcam"]])
+                              ["layercam"]])
     check_maps(by_update, expected, "after update")
     check_maps(fresh, expected, "fresh explain")
     with pytest.raises(ValueError, match=r"'layer3/7' does not exist.*\n  conv1\n  bn1"):
@@ -516,11 +525,20 @@ HAIKU_LAYERS = ("res_net18/~/block_group_2", "res_net18/~/block_group_3")
 def haiku_weights(transformed: Any, rng: np.random.Generator) -> tuple[Any, Any]:
     params, state = transformed.init(jax.random.key(int(rng.integers(2 ** 31))),
                                      jnp.zeros((1, SIZE, SIZE, 3)), is_training=True)
+    # He-normal convolutions (HWIO): activations keep their scale through the 18 layers.
+    params = jax.tree.map(lambda a: jnp.asarray(rng.normal(
+        0, np.sqrt(2 / np.prod(a.shape[:3])), a.shape).astype(np.float32)) if a.ndim == 4 else a,
+        params)
     params = randomized(params, rng)
-    # BatchNorm's moving averages: positive, as variances must be; the counters stay.
-    state = jax.tree.map(lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype)
-                         if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
-    return params, state
+    # BatchNorm's moving averages (means near 0, variances positive); the counters stay.
+    def stat(path, a):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            return a
+        name = jax.tree_util.keystr(path)
+        return jnp.asarray(rng.uniform(0.5, 1.5, a.shape) if "var_ema" in name
+                           else rng.normal(0, 0.1, a.shape), a.dtype)
+
+    return params, jax.tree_util.tree_map_with_path(stat, state)
 
 
 def _haiku_part(x: jax.Array, lo: int, hi: int, classify: bool) -> jax.Array:
@@ -574,18 +592,18 @@ def test_haiku_new_weights_do_not_recompile_and_clear_errors(rng):
     x, classes = nhwc_images(rng), classes_of(rng)
     layer = HAIKU_LAYERS[0]
     explainer = jaxcam.Explainer(jaxcam.HaikuModel(transformed, p1, s1, is_training=False),
-                                 target_layer=layer)
+                                 target_layer=layer, method="layercam")
     explainer(x, classes).block_until_ready()
     jaxcam.explain(jaxcam.HaikuModel(transformed, p1, s1, is_training=False), x,
-                   target_layer=layer, targets=classes).block_until_ready()
+                   target_layer=layer, targets=classes, method="layercam").block_until_ready()
     with compilations() as seen:
         explainer.update(jaxcam.HaikuModel(transformed, p2, s2, is_training=False))
         by_update = explainer(x, classes)
         fresh = jaxcam.explain(jaxcam.HaikuModel(transformed, p2, s2, is_training=False), x,
-                               target_layer=layer, targets=classes)
+                               target_layer=layer, targets=classes, method="layercam")
         jax.block_until_ready((by_update, fresh))
     assert seen == []
-    expected = expected_maps([haiku_references(p2, s2, x, classes)[layer]["gradcam"]])
+    expected = expected_maps([haiku_references(p2, s2, x, classes)[layer]["layercam"]])
     check_maps(by_update, expected, "after update")
     check_maps(fresh, expected, "fresh explain")
     # Haiku's (init, apply) namedtuple is not a (features_fn, head_fn) pair.
@@ -598,3 +616,36 @@ def test_haiku_new_weights_do_not_recompile_and_clear_errors(rng):
                        target_layer="res_net18/~/block_group_9")
     with pytest.raises(TypeError, match="needs its state"):
         jaxcam.HaikuModel(transformed, p1, is_training=False)
+
+
+def _tiny_haiku(x: jax.Array) -> jax.Array:
+    x = jax.nn.relu(hk.Conv2D(8, 3, name="conv")(x))
+    return hk.Linear(N_CLASSES, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+def test_haiku_transform_without_state_and_without_apply_rng(rng):
+    """``hk.transform`` (no state), with and without an apply rng: the same maps as a Grad-CAM
+    on the parameters written out by hand."""
+    x = jnp.asarray(nhwc_images(rng)[:, :16, :16])
+    classes = classes_of(rng)
+    transformed = hk.transform(_tiny_haiku)
+    params = randomized(transformed.init(jax.random.key(0), x), rng)
+    conv, head = params["conv"], params["head"]
+
+    def below(x):
+        y = jax.lax.conv_general_dilated(x, conv["w"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.nn.relu(y + conv["b"])
+
+    raw = raw_maps(below, lambda a: jnp.mean(a, axis=(1, 2)) @ head["w"] + head["b"], x,
+                   classes)["layercam"]
+    expected = minmax(np.maximum(np.stack(
+        [np.asarray(resize_bilinear(minmax(np.maximum(raw, 0)).astype(np.float32), (16, 16)))]),
+        0).mean(axis=0))
+    assert expected.max() > 0.9
+    for model in (jaxcam.HaikuModel(transformed, params, rng=jax.random.key(1)),
+                  jaxcam.HaikuModel(hk.without_apply_rng(transformed), params)):
+        got = jaxcam.explain(model, x, target_layer="conv", targets=classes, method="layercam")
+        np.testing.assert_allclose(np.asarray(got), expected, atol=TOL)
+    with pytest.raises(TypeError, match="takes no rng"):
+        jaxcam.HaikuModel(hk.without_apply_rng(transformed), params, rng=jax.random.key(1))

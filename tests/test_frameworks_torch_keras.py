@@ -39,6 +39,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 import jaxcam  # noqa: E402
 from jaxcam.adapters._torchax_compat import MISSING_OPS, import_torchax  # noqa: E402
 
+# Keras's get_weights/set_weights call np.array(variable) the NumPy 1 way.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 PGC = {"gradcam": GradCAM, "hirescam": HiResCAM, "layercam": LayerCAM}
 JAXCAM = {"gradcam": jaxcam.GradCAM, "hirescam": jaxcam.HiResCAM, "layercam": jaxcam.LayerCAM}
 SIZE, BATCH, CLASSES = 96, 2, 10
@@ -110,6 +113,15 @@ def test_torchax_shim_imports_restores_torch_and_records_only_missing_ops():
     # In this process the shim ran too (imported by the fixtures or here): same names.
     import_torchax()
     assert set(MISSING_OPS) == set(names)
+
+
+def test_missing_op_placeholder_is_inert():
+    from jaxcam.adapters._torchax_compat import MissingOp
+
+    op = MissingOp("aten.qr")
+    assert {op: 1}[op] == 1  # hashable: torchax keys its tables by operators
+    with pytest.raises(NotImplementedError, match="aten.qr.default does not exist in torch"):
+        op.default(torch.zeros(2, 2))
 
 
 def test_torchax_runs_resnet18_like_torch(resnet, rng):

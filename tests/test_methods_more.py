@@ -241,7 +241,7 @@ def test_finercam_matches_pytorch_grad_cam(twins, twins64, rng, how):
     elif how == "alpha_and_comparisons":
         alpha = float(rng.uniform(0.3, 1.5))
         call = {"alpha": alpha, "comparison_categories": [1, 4, 20]}  # 20 >= K is dropped
-        options = {"alpha": alpha, "comparison_categories": (1, 4, 20)}
+        options = {"alpha": alpha, "comparison_categories": [1, 4, 20]}  # a list is fine
     ref = _pgc(twin, FinerCAM, layer, exit_index, x, None, call=call)
     got = _jax(flax_model, "finercam", layer, exit_index, x, targets=targets, **options)
     err = np.abs(got - ref).max()
@@ -496,3 +496,33 @@ def test_deep_feature_factorization_matches_pytorch_grad_cam(twins, twins64, rng
     np.testing.assert_allclose(concepts, concepts_ref, atol=tol * np.abs(concepts_ref).max())
     np.testing.assert_allclose(maps, maps_ref, atol=tol)
     np.testing.assert_allclose(outputs, outputs_ref, atol=tol * np.abs(outputs_ref).max())
+
+
+# --- SESS: scaled sliding-window patches of a base method, fused ------------------------------
+
+@pytest.mark.parametrize("pool, options", [
+    ("mean", {"num_scales": 3, "step_size": 16}),
+    ("max", {"scales": [32, 44], "step_size": 12, "pre_filter_ratio": 0.3,
+             "use_softmax_scores": False}),
+    ("mean", {"num_scales": 2, "theta": 0.2, "smooth": False}),
+])
+def test_sess_matches_pytorch_grad_cam(twins, rng, pool, options):
+    """The same patches, scores, base Grad-CAM maps, pasting, fusion and blur: the algorithm
+    is deterministic, so the maps agree to float32 rounding."""
+    from pytorch_grad_cam import SESS, GradCAM
+
+    from jaxcam.methods.layer import sess
+
+    twin, flax_model = twins
+    layer = flax_model.exit_feature_path(EXIT)
+    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    classes = rng.integers(0, 10, size=2)
+    pgc_targets = None if pool == "max" else _logit_targets(classes)
+    with SESS(ExitModel(twin, EXIT), [module_at(twin, layer)], base_method=GradCAM, pool=pool,
+              **options) as cam:
+        ref = cam(nchw(x), pgc_targets)
+    got = np.asarray(sess(flax_model, x, target_layer=layer, output_index=EXIT, pool=pool,
+                          targets=None if pool == "max" else classes, **options))
+    print(f"SESS {pool} {options}: {np.abs(got - ref).max():.2e}")
+    assert got.shape == ref.shape == (2, 32, 32)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)

@@ -3,7 +3,8 @@
 
 Each framework's layer is found in its model by identity: a PyTorch module among
 ``model.named_modules()``, a Keras layer among the model's (nested) layers, an NNX module in the
-model's graph (``nnx.iter_graph``). Strings and tuples of path parts pass through unchanged.
+model's graph (``nnx.iter_graph``), an Equinox module in the model's pytree. Strings and tuples
+of path parts pass through unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from flax import nnx
 
+from jaxcam.adapters.equinox import equinox_layer_name, is_equinox
 from jaxcam.adapters.keras import is_keras_model, keras_layer_name
 from jaxcam.adapters.torch import is_torch_module, torch_layer_name
 
@@ -51,6 +53,8 @@ def layer_name(model: Any, layer: Any) -> Any:
         return torch_layer_name(model, layer)
     if isinstance(model, nnx.Module) and isinstance(layer, nnx.Module):
         return _nnx_layer_name(model, layer)
+    if is_equinox(model) and is_equinox(layer):
+        return equinox_layer_name(model, layer)
     return layer
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
-import sys
 import threading
 from typing import Any
 
@@ -30,6 +29,7 @@ __all__ = ["MISSING_OPS", "MissingOp", "import_torchax"]
 # referred to and this torch lacks; filled by the first import_torchax().
 MISSING_OPS: list[str] = []
 _LOCK = threading.Lock()
+_TORCHAX: list[Any] = []  # the module, once imported through here
 _SKIPPED_SUBMODULES = ("test", "tpu")  # test helpers and TPU-only kernels: not needed here
 
 
@@ -78,9 +78,11 @@ def import_torchax() -> Any:
       ImportError: torchax or torch is not installed (install the ``torch`` extra), or a
         submodule fails for another reason than a missing operator.
     """
-    if "torchax" in sys.modules and getattr(sys.modules["torchax"], "_jaxcam_imported", False):
-        return sys.modules["torchax"]
+    if _TORCHAX:
+        return _TORCHAX[0]
     with _LOCK:
+        if _TORCHAX:
+            return _TORCHAX[0]
         try:
             import torch._ops as ops
         except ImportError as err:
@@ -125,5 +127,5 @@ def import_torchax() -> Any:
         finally:
             ops.OpOverloadPacket.__getattr__ = packet_getattr
             ops._OpNamespace.__getattr__ = namespace_getattr
-        torchax._jaxcam_imported = True
+        _TORCHAX.append(torchax)
         return torchax

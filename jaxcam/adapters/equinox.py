@@ -32,7 +32,8 @@ import jax.numpy as jnp
 
 from jaxcam.adapters._tap import Edit, LayerPath, unknown_layer_error
 
-__all__ = ["EquinoxAdapter", "EquinoxModel", "equinox_layer_paths", "is_equinox"]
+__all__ = ["EquinoxAdapter", "EquinoxModel", "equinox_layer_name", "equinox_layer_paths",
+           "is_equinox"]
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -136,6 +137,28 @@ def equinox_layer_paths(model: Any) -> list[LayerPath]:
 
     walk(model, ())
     return paths
+
+
+def equinox_layer_name(model: Any, layer: Any) -> str:
+    """The attribute path of the submodule object ``layer`` in ``model`` (found by identity).
+
+    Args:
+      model: an ``eqx.Module`` or an :class:`EquinoxModel`.
+      layer: one of its submodules (``model.layer3[1]``).
+
+    Returns:
+      Its '/'-separated path.
+
+    Raises:
+      ValueError: ``layer`` is not a submodule of ``model``.
+    """
+    model = model.model if isinstance(model, EquinoxModel) else model
+    for path in equinox_layer_paths(model):
+        if _resolve(model, path) is layer:
+            return "/".join(path)
+    raise ValueError(f"the {type(layer).__name__} given as a target layer is not a submodule of "
+                     f"this {type(model).__name__}; pass one of its modules or a '/'-separated "
+                     "path")
 
 
 def _resolve(model: Any, layer: LayerPath) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,7 @@ class HaikuModel:
 
     Args:
       transformed: what ``hk.transform`` or ``hk.transform_with_state`` returned (or its
-        ``hk.without_apply_rng`` form).
+        ``hk.without_apply_rng`` form, whose ``apply`` takes no rng).
       params: the parameters.
       state: the state, for ``hk.transform_with_state`` (BatchNorm's statistics).
       rng: the PRNG key passed to ``apply`` (None for a model that draws no random numbers).
@@ -66,6 +67,9 @@ class HaikuModel:
                             "HaikuModel(transformed, params, state, ...)")
         if not with_state and state is not None:
             raise TypeError("a model from hk.transform has no state; pass state=None")
+        if rng is not None and not _takes_rng(transformed):
+            raise TypeError("this model's apply takes no rng (hk.without_apply_rng); pass "
+                            "rng=None")
         self.transformed = transformed
         self.params = params
         self.state = state
@@ -107,14 +111,22 @@ def _path(module_name: str) -> LayerPath:
     return tuple(p for p in module_name.split("/") if p)
 
 
+def _takes_rng(transformed: Any) -> bool:
+    """Whether ``apply`` takes an rng (not after ``hk.without_apply_rng``)."""
+    try:
+        return "rng" in inspect.signature(transformed.apply).parameters
+    except (TypeError, ValueError):  # no signature to read: Haiku's default, with an rng
+        return True
+
+
 def _apply(transformed: Any, call_kwargs: tuple[tuple[str, Any], ...], state: Any,
            images: Any) -> Any:
-    """The model output: ``apply(params, [state,] rng, images, **call_kwargs)``."""
+    """The model output: ``apply(params, [state,] [rng,] images, **call_kwargs)``."""
     params, hk_state, rng = state
-    kwargs = dict(call_kwargs)
-    if _with_state(transformed):
-        return transformed.apply(params, hk_state, rng, images, **kwargs)[0]
-    return transformed.apply(params, rng, images, **kwargs)
+    args = ((params, hk_state) if _with_state(transformed) else (params,)) + (
+        (rng,) if _takes_rng(transformed) else ())
+    output = transformed.apply(*args, images, **dict(call_kwargs))
+    return output[0] if _with_state(transformed) else output
 
 
 def haiku_layer_paths(transformed: Any, call_kwargs: tuple[tuple[str, Any], ...], state: Any,
@@ -160,9 +172,11 @@ def _haiku_layer_paths(transformed: Any, call_kwargs: tuple, state: Any, images:
     paths: list[LayerPath] = []
 
     def interceptor(next_fun, args, kwargs, context):
-        path = _path(context.module.module_name)
-        if context.method_name == "__call__" and path not in paths:
-            paths.append(path)
+        # __init__ is intercepted too, before the module has its name.
+        if context.method_name == "__call__":
+            path = _path(context.module.module_name)
+            if path not in paths:
+                paths.append(path)
         return next_fun(*args, **kwargs)
 
     with hk.intercept_methods(interceptor):
@@ -221,9 +235,10 @@ class HaikuAdapter:
 
         def interceptor(next_fun, args, kwargs, context):
             output = next_fun(*args, **kwargs)
-            path = _path(context.module.module_name)
-            if context.method_name == "__call__" and path in recorder.index:
-                return recorder.record(path, output)
+            if context.method_name == "__call__":  # __init__ too is intercepted
+                path = _path(context.module.module_name)
+                if path in recorder.index:
+                    return recorder.record(path, output)
             return output
 
         with hk.intercept_methods(interceptor):

@@ -178,10 +178,10 @@ def decode_image(raw: np.ndarray) -> np.ndarray:
 class PixelBudget:
     """A count of pixels that decoding threads may hold at once, shared by all of them.
 
-    A thread reserves an image's declared pixel count before decoding it and releases it once the
-    model input is made, waiting while the budget is spent: however many workers run, decoding
-    never holds more than ``pixels`` pixels (and OpenCV's working copies of them). An image larger
-    than the whole budget waits until it is alone.
+    A thread reserves an image's declared pixel count before decoding it and releases it once
+    decoded, waiting while the budget is spent: however many workers run, the decoders never
+    hold more than ``pixels`` pixels at once (and OpenCV's working copies of them). An image
+    larger than the whole budget waits until it is alone.
 
     Args:
       pixels: the budget; the engine uses ``max(--max-pixels, batch x 4 megapixels)``, so one

@@ -136,7 +136,7 @@ def _compute(model: Any, prep: Preprocessing, inputs: Inputs, job: BatchJob, pla
                        method=job.method, exits=plan.exits,
                        target="pred" if job.target == "pred" else "index",
                        compare=job.compare, batch_size=job.batch_size, devices=devices,
-                       micro_batch=job.micro_batch)
+                       micro_batch=plan.settings["micro_batch"])
     ctx = ShardContext(out=out, fingerprint=plan.fingerprint, shard_size=plan.shard_size,
                        map_dtype=plan.map_dtype, exit_numbers=plan.exit_numbers,
                        class_names=prep.class_names, method=job.method, process=process,

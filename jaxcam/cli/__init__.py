@@ -1,8 +1,10 @@
-"""The ``jaxcam`` command: explain images with a multi-exit MSD-Net, see the maps in a gallery.
+"""The ``jaxcam`` command: explain photos with an ImageNet model or every exit of a multi-exit
+MSD-Net, see the maps in a gallery.
 
 The application over the library: each command is a module (:mod:`~jaxcam.cli.explain`,
-:mod:`~jaxcam.cli.demo`, :mod:`~jaxcam.cli.methods`, :mod:`~jaxcam.cli.analyze`) with a
-:class:`~jaxcam.cli.common.Command` record, its parser and its run function; :func:`main` builds
+:mod:`~jaxcam.cli.demo`, :mod:`~jaxcam.cli.methods`, :mod:`~jaxcam.cli.list_models`,
+:mod:`~jaxcam.cli.analyze`) with a :class:`~jaxcam.cli.common.Command` record, its parser and
+its run function; the models ``--model`` names are in :mod:`~jaxcam.cli.models`; :func:`main` builds
 the parser from the table :data:`COMMANDS` and dispatches to the chosen command. Adding a
 command is one module and one entry in the table.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from jaxcam.cli import analyze, demo, explain, methods, models
+from jaxcam.cli import analyze, demo, explain, list_models, methods
 from jaxcam.cli.common import Command, parse_exits, run_with_compile_cache
 from jaxcam.cli.methods import method_descriptions
 
@@ -20,7 +22,7 @@ __all__ = ["main", "build_parser", "parse_exits", "method_descriptions", "COMMAN
 
 #: Every subcommand, in the order ``jaxcam --help`` lists them.
 COMMANDS: tuple[Command, ...] = (explain.COMMAND, demo.COMMAND, methods.COMMAND,
-                                 models.COMMAND, analyze.COMMAND)
+                                 list_models.COMMAND, analyze.COMMAND)
 
 _DESCRIPTION = """Class activation maps (Grad-CAM family) of photos with an ImageNet model, or of
 every exit of a multi-exit MSD-Net.

@@ -58,8 +58,10 @@ Same stems from different folders get their folder names prefixed. Read the resu
 Python with jaxcam.batch.open_results(OUT)[file].
 
 Resuming: run the same command again after an interruption (even kill -9): complete shards
-are kept, the rest computed; the outputs equal those of an uninterrupted run. OUT holding a
-run with other inputs or settings is refused (--overwrite discards it).
+are kept, the rest computed; the outputs equal those of an uninterrupted run, bit for bit. A
+shard with an input changed since (size or modification time) is recomputed, and the summary
+says so. OUT is never an input, even inside a folder explained. OUT holding a run with other
+inputs or settings is refused (--overwrite discards it).
 
 Several hosts: start the same command on each with --coordinator HOST:PORT (process 0's
 address), --num-processes N and --process-id I (or under SLURM/Open MPI, where JAX finds

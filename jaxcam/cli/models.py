@@ -1,4 +1,5 @@
-"""The models a user can load by name (``jaxcam models``), and ``--model``'s resolution.
+"""The models a user can load by name, and ``--model``'s resolution (listed by ``jaxcam models``,
+:mod:`jaxcam.cli.list_models`).
 
 Each :class:`ModelEntry` loads a multi-exit model (the protocol
 :class:`jaxcam.adapters.MultiExitModel` that the batch engine explains) and its metadata: the
@@ -13,15 +14,12 @@ This module is application layer: it imports the model packages (inside the load
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jaxcam.cli.common import Command
-
-__all__ = ["COMMAND", "MODELS", "ModelEntry", "DEFAULT_EXPLAIN_MODEL", "DEFAULT_DEMO_MODEL",
+__all__ = ["MODELS", "ModelEntry", "DEFAULT_EXPLAIN_MODEL", "DEFAULT_DEMO_MODEL",
            "load_model", "describe_models",
            "model_description"]
 
@@ -157,38 +155,3 @@ def describe_models() -> list[tuple[str, str]]:
     """``(name, summary)`` of every model of :data:`MODELS`, for ``jaxcam models``."""
     return [(e.name, e.summary) for e in MODELS.values()]
 
-
-def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
-    """Add ``models`` to the ``jaxcam`` subparsers.
-
-    Args:
-      sub: the ``jaxcam`` subparsers.
-      fmt: the help formatter class.
-
-    Returns:
-      The ``models`` parser.
-    """
-    return sub.add_parser("models", formatter_class=fmt,
-                          help="list the models --model takes by name",
-                          description="List the models that --model takes by name, one line "
-                          "each. --model also takes an msdnet_flax checkpoint path.")
-
-
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Print the models, one line each.
-
-    Args:
-      args: the parsed options (none).
-      parser: its parser.
-
-    Returns:
-      0.
-    """
-    for name, summary in describe_models():
-        print(f"{name:<20} {summary}")
-    print(f"{'CHECKPOINT':<20} an msdnet_flax checkpoint: its .json/.safetensors file, a "
-          f"checkpoint directory or a training run's out_dir")
-    return 0
-
-
-COMMAND = Command("models", add_parser, run)

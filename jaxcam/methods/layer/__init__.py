@@ -35,10 +35,13 @@ from jaxcam.methods.layer._randomcam import random_channel_weights, randomcam
 from jaxcam.methods.layer._refinecam import METHOD as _REFINECAM  # noqa: F401
 from jaxcam.methods.layer._fullgrad import bias_layers, fullgrad, fullgrad_from_gradients
 from jaxcam.methods.layer._dff import DeepFeatureFactorization, dff, nmf
+from jaxcam.methods.layer._sess import sess, sess_scales
 # isort: on
 from jaxcam.methods.layer._common import combine_channels, principal_component_projection
 
 __all__ = [
+    "sess_scales",
+    "sess",
     "nmf",
     "dff",
     "DeepFeatureFactorization",
