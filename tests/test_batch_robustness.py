@@ -391,25 +391,32 @@ def test_10_content_hash_sees_a_change_that_keeps_size_and_mtime(model, rng, tmp
 
 
 def test_11_results_are_bit_identical_whatever_position_batch_and_devices(model, rng):
-    images = rng.uniform(0, 255, (9, 32, 32, 3)).astype(np.float32)
-    runs = {}
-    for devices, size in ((1, 1), (1, 3), (1, 8), (4, 8), (8, 16)):
+    images = rng.uniform(0, 255, (40, 32, 32, 3)).astype(np.float32)
+    others = rng.uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+
+    def explain(x: np.ndarray, devices: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         step = batch.ExplainStep(model, image_size=32, mean=MEAN, std=STD, exits=(0, 1),
                                  batch_size=size, devices=jax.local_devices()[:devices])
-        parts = [step(images[s:s + step.batch_size]) for s in range(0, 9, step.batch_size)]
-        runs[devices, size] = (np.concatenate([p[0] for p in parts], 1),
-                               np.concatenate([p[1] for p in parts], 1))
-    ref = runs[1, 1]
+        parts = [step(x[s:s + step.batch_size]) for s in range(0, len(x), step.batch_size)]
+        return (np.concatenate([p[0] for p in parts], 1),
+                np.concatenate([p[1] for p in parts], 1))
+
+    ref = explain(images, 1, 1)
+    runs = {(devices, size): explain(images, devices, size)
+            for devices, size in ((1, 64), (4, 8), (8, 16))}
+    # Every image five slots later, behind other images (as after a resume or another order).
+    maps, logits = explain(np.concatenate([others, images]), 1, 1)
+    runs["shifted"] = (maps[:, 5:], logits[:, 5:])
+    # The same image in every slot: the last slot too.
+    same = explain(np.repeat(images[:1], 64, 0), 1, 64)
+    runs["same"] = (same[0][:, :1].repeat(40, 1), same[1][:, :1].repeat(40, 1))
+    for k in range(64):
+        np.testing.assert_array_equal(same[0][:, k], ref[0][:, 0], err_msg=f"slot {k}")
+        np.testing.assert_array_equal(same[1][:, k], ref[1][:, 0], err_msg=f"slot {k}")
     for key, (maps, logits) in runs.items():
-        np.testing.assert_array_equal(maps, ref[0], err_msg=str(key))
-        np.testing.assert_array_equal(logits, ref[1], err_msg=str(key))
-    # The same image in every slot of a full batch: every slot identical, the last one too.
-    step = batch.ExplainStep(model, image_size=32, mean=MEAN, std=STD, exits=(0, 1),
-                             batch_size=8, devices=jax.local_devices()[:1])
-    maps, logits, _ = step(np.repeat(images[:1], 8, axis=0))
-    for k in range(8):
-        np.testing.assert_array_equal(maps[:, k], ref[0][:, 0])
-        np.testing.assert_array_equal(logits[:, k], ref[1][:, 0])
+        if key != "same":
+            np.testing.assert_array_equal(maps, ref[0], err_msg=str(key))
+            np.testing.assert_array_equal(logits, ref[1], err_msg=str(key))
 
 
 # 12 --------------------------------------------------------------------------------------------

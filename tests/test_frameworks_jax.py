@@ -649,3 +649,36 @@ def test_haiku_transform_without_state_and_without_apply_rng(rng):
         np.testing.assert_allclose(np.asarray(got), expected, atol=TOL)
     with pytest.raises(TypeError, match="takes no rng"):
         jaxcam.HaikuModel(hk.without_apply_rng(transformed), params, rng=jax.random.key(1))
+
+
+class _DropoutCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        x = nn.relu(nn.Conv(8, (3, 3), name="conv")(x))
+        x = nn.Dropout(0.5, deterministic=deterministic, name="drop")(x)
+        return nn.Dense(N_CLASSES, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+def test_linen_rngs_are_arguments(rng):
+    """``rngs`` reach the model (dropout on: the maps follow the key) as arguments of the jitted
+    function: a new key does not recompile; ``deterministic=True`` ignores them."""
+    x = jnp.asarray(nhwc_images(rng)[:, :16, :16])
+    classes = classes_of(rng)
+    module = _DropoutCNN()
+    variables = randomized(module.init(jax.random.key(0), x, deterministic=True), rng)
+
+    def maps(key, deterministic=False):
+        spec = jaxcam.LinenModel(module, variables, rngs={"dropout": key},
+                                 deterministic=deterministic)
+        return np.asarray(jaxcam.explain(spec, x, target_layer="drop", targets=classes,
+                                         method="layercam"))
+
+    first = maps(jax.random.key(1))
+    with compilations() as seen:
+        again, other = maps(jax.random.key(1)), maps(jax.random.key(2))
+    assert seen == []
+    np.testing.assert_array_equal(again, first)
+    assert np.abs(other - first).max() > 1e-2
+    # The same key with dropout off: the maps of the plain model, whatever the key.
+    np.testing.assert_allclose(maps(jax.random.key(1), True), maps(jax.random.key(2), True),
+                               atol=1e-6)

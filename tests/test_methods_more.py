@@ -94,7 +94,7 @@ def test_new_methods_are_registered_with_papers():
 
 @pytest.mark.parametrize("where", ["exit_input", "inner"])
 @pytest.mark.parametrize("k", [2.0, 1.0])
-def test_fem_matches_pytorch_grad_cam(twins, rng, where, k):
+def test_fem_matches_pytorch_grad_cam(twins, twins64, rng, where, k):
     twin, flax_model = twins
     layer, exit_index = _where(flax_model, where)
     x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
@@ -105,20 +105,13 @@ def test_fem_matches_pytorch_grad_cam(twins, rng, where, k):
     print(f"FEM {where} k={k}: max |jaxcam - pgc| = {err:.2e}")
     # The k-sigma threshold is a comparison: a float32 activation within rounding of it may be
     # counted by one library and not the other, which moves a channel weight by 1/(h*w).
-    # Float64 must agree exactly; float32 to 1e-4 unless such a tie occurred (checked below).
+    # Float64 takes that out; float32 must match to 1e-4 unless such a tie occurred.
     if err > 1e-4:
         with jax.enable_x64(True):
-            twin64, model64 = twins_64_of(twins)
+            twin64, model64 = twins64
             ref = _pgc(twin64, FEM, layer, exit_index, x.astype(np.float64), k=k)
             got = _jax(model64, "fem", layer, exit_index, x.astype(np.float64), k=k)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-
-
-def twins_64_of(twins):
-    twin, flax_model = twins
-    model = nnx.clone(flax_model)
-    nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
-    return copy.deepcopy(twin).double(), model
 
 
 # --- Seg-Eigen-CAM: gradients, SVD with its sign fixed -----------------------------------------
@@ -525,4 +518,54 @@ def test_sess_matches_pytorch_grad_cam(twins, rng, pool, options):
                           targets=None if pool == "max" else classes, **options))
     print(f"SESS {pool} {options}: {np.abs(got - ref).max():.2e}")
     assert got.shape == ref.shape == (2, 32, 32)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+# --- The ImageNet pair: EfficientNet-Lite0 with its shipped weights ----------------------------
+
+@pytest.fixture(scope="module")
+def efficientnet_pair():
+    import efficientnet_flax as ef
+    from efficientnet_flax.torch_twin import TorchEfficientNetLite0
+
+    twin = TorchEfficientNetLite0()
+    twin.load_state_dict(torch.load(ef.pretrained_weights_path(), map_location="cpu",
+                                    weights_only=True), strict=True)
+    return twin.eval(), ef.load_pretrained()
+
+
+@pytest.mark.parametrize("method", ["fem", "kpcacam", "segeigencam", "shapleycam", "finercam",
+                                    "fullgrad"])
+def test_new_methods_match_pytorch_grad_cam_on_efficientnet_lite0(efficientnet_pair, rng,
+                                                                   method):
+    """The real ImageNet model, explained at its last feature map (head_conv, 7x7x1280)."""
+    from pytorch_grad_cam import FullGrad
+
+    import efficientnet_flax as ef
+
+    twin, model = efficientnet_pair
+    coarse = rng.uniform(0, 255, (2, 15, 15, 3))
+    pixels = np.clip(np.repeat(np.repeat(coarse, 16, 1), 16, 2)[:, :224, :224]
+                     + rng.normal(0, 40, (2, 224, 224, 3)), 0, 255)
+    x = np.asarray(ef.normalize(pixels), np.float32)
+    category = int(rng.integers(0, 1000))
+    xt = nchw(x)
+    if method == "fullgrad":
+        ref = FullGrad(twin, [])(xt, _logit_targets([category] * 2))
+        got = np.asarray(jaxcam.explain(model, x, method="fullgrad", targets=category))
+    elif method == "finercam":
+        ref = FinerCAM(twin, [twin.features])(xt)
+        got = np.asarray(jaxcam.explain(model, x, target_layer="head_conv", method=method))
+    else:
+        cls = {"fem": FEM, "kpcacam": KPCA_CAM, "segeigencam": SegEigenCAM,
+               "shapleycam": ShapleyCAM}[method]
+        target = (ClassifierOutputReST(category) if method == "shapleycam"
+                  else ClassifierOutputTarget(category))
+        ref = cls(twin, [twin.features])(xt, [target] * 2)
+        got = np.asarray(jaxcam.explain(
+            model, x, target_layer="head_conv", method=method,
+            targets=JaxReST(category) if method == "shapleycam" else category))
+    err = np.abs(got - ref).max()
+    print(f"EfficientNet-Lite0 {method}: max |jaxcam - pgc| = {err:.2e}")
+    assert got.shape == ref.shape == (2, 224, 224)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)

@@ -189,6 +189,30 @@ def test_vit_with_a_user_transform_in_pytorch_grad_cams_convention(vit_twins, rn
     np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "layercam"])
+def test_torch_vit_through_torchax_matches_pytorch_grad_cam(vit_twins, rng, method):
+    """The PyTorch twin itself, run as JAX through torchax: layers by dotted name or module
+    object, images NCHW (the torch model's default layout)."""
+    torch_vit, _ = vit_twins
+    x = vit_images(rng)
+    classes = rng.integers(0, CONFIG.num_classes, BATCH)
+    ref = pgc_maps(torch_vit, method, ["blocks/1"], x, classes,
+                   reshape_transform=pgc_vit_reshape)
+    by_name = jaxcam.explain(torch_vit, x, target_layer="blocks.1", method=method,
+                             targets=classes, reshape_transform=reshape.vit())
+    np.testing.assert_allclose(np.asarray(by_name), ref, atol=1e-4)
+
+    def copied(t: jax.Array) -> jax.Array:  # pytorch-grad-cam's transform, written in jnp
+        r = t[:, 1:, :].reshape(t.shape[0], CONFIG.grid, CONFIG.grid, t.shape[2])
+        return jnp.transpose(r, (0, 3, 1, 2))
+
+    cam = jaxcam.compat.cam_class(method)(torch_vit, target_layers=[torch_vit.blocks[1]],
+                                          reshape_transform=copied)
+    by_object = cam(input_tensor=x, targets=[jaxcam.ClassifierOutputTarget(int(c))
+                                             for c in classes])
+    np.testing.assert_allclose(np.asarray(by_object), ref, atol=1e-4)
+
+
 def test_fresh_ready_transform_does_not_recompile(vit_twins, rng):
     _, flax_vit = vit_twins
     x = nhwc(vit_images(rng))

@@ -133,7 +133,8 @@ class ModelAdapter(Protocol):
         ...
 
     def check_call(self, state: Any, images: jax.Array) -> None:
-        """Checks that need the images (a Linen model's layers), on the host, before a call."""
+        """Checks that need the images (a Linen or Haiku model's layers), on the host, before a
+        call."""
         ...
 
     def new_state(self, model: Any = None, variables: Any = None) -> Any:

@@ -55,13 +55,12 @@ class BatchJob:
       max_pixels: largest width x height an input may declare.
       overwrite: discard a different run found in ``out`` instead of refusing.
       micro_batch: examples a device computes together through one compiled loop body (see
-        :class:`~jaxcam.batch.ExplainStep`); a fixed number gives every input bit-identical
-        maps and logits whatever its position, the batch size, the device or process count,
-        or resumes (the batch size is rounded up to a multiple of it times the devices).
-        ``"auto"`` (default): 1 on CPUs (as fast as batching there), 32 on accelerators
-        (batching helps them; measured exact there with 32). None computes each device's whole
-        share of a batch at once: results then change with the batch size (on an H200 by up
-        to 5e-2 between batch 64 and 7 for an untrained MSD-Net).
+        :class:`~jaxcam.batch.ExplainStep`); a fixed number (default 32) gives every input
+        bit-identical maps and logits whatever its position, the batch size, the device or
+        process count, or resumes (the batch size is rounded up to a multiple of it times the
+        devices). None computes each device's whole share of a batch at once: results then
+        change with the batch size (on an H200 by up to 5e-2 between batch 64 and 7 for an
+        untrained MSD-Net).
       content_hash: recognise changed inputs by a SHA-256 of their bytes (a re-run reads every
         input again to check) instead of their size and modification time.
       settings: extra lines for the gallery's settings table.
@@ -82,7 +81,7 @@ class BatchJob:
     prefetch: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
-    micro_batch: int | str | None = "auto"
+    micro_batch: int | None = 32
     content_hash: bool = False
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -100,10 +99,8 @@ def model_digest(model: Any) -> str:
 
 
 def micro_batch(job: BatchJob) -> int | None:
-    """``job.micro_batch`` with ``"auto"`` decided for this process's devices."""
-    if job.micro_batch != "auto":
-        return None if job.micro_batch is None else int(job.micro_batch)
-    return 1 if jax.local_devices()[0].platform == "cpu" else 32
+    """``job.micro_batch`` as an int (or None), for the fingerprint and the step."""
+    return None if job.micro_batch is None else max(1, int(job.micro_batch))
 
 
 def _resolve(job: BatchJob, n: int, k: int, size: int) -> tuple[str, str, bool, int]:
