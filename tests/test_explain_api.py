@@ -724,7 +724,11 @@ def test_bad_explain_exits_calls(cnn, msd, rng):
 
 @pytest.fixture
 def count_splits(monkeypatch):
-    """Counts nnx.split calls (the per-call cost the explainer objects exist to avoid)."""
+    """Counts nnx.split calls (the per-call cost the explainer objects exist to avoid), from an
+    empty one-shot split cache (models of earlier tests may be in it)."""
+    from jaxcam.adapters import _split_cache
+
+    _split_cache.clear()
     calls = []
     split = nnx.split
 
