@@ -91,6 +91,21 @@ def test_new_methods_are_registered_with_papers():
         assert name in jaxcam.METHODS
 
 
+def test_method_record_checks_the_new_attributes():
+    def fn(probe):
+        return probe
+
+    for extra in [{"uses_hvp": True}, {"uses_key": True}, {"scores": fn}]:
+        with pytest.raises(ValueError, match="activation-gradient"):
+            registry.Method(name="x", kind="input", fn=fn, summary="", paper="", **extra)
+        with pytest.raises(ValueError, match="explain_exits"):
+            registry.Method(name="x", kind="activation_gradient", fn=fn, summary="", paper="",
+                            multi_exit=True, **extra)
+    with pytest.raises(ValueError, match="layer_combine"):
+        registry.Method(name="x", kind="activation_gradient", fn=fn, summary="", paper="",
+                        layer_combine="max")
+
+
 # --- FEM: no gradients, deterministic ----------------------------------------------------------
 
 @pytest.mark.parametrize("where", ["exit_input", "inner"])

@@ -162,6 +162,7 @@ def test_method_records_are_checked():
 def test_builtin_methods_have_summaries_and_papers():
     for m in registry.all_methods():
         assert m.summary and m.paper, m.name
-    assert registry.names(uses_gradients=False, kind="activation_gradient") == ("eigencam",)
+    assert registry.names(uses_gradients=False, kind="activation_gradient") == (
+        "eigencam", "fem", "kpcacam", "randomcam")
     assert set(registry.names(needs_layer=False)) == {
-        "saliency", "guidedbackprop", "smoothgrad", "integratedgradients"}
+        "saliency", "guidedbackprop", "smoothgrad", "integratedgradients", "fullgrad"}

@@ -4,9 +4,9 @@ A ``jax.sharding.Mesh`` with one axis, ``'data'``, spans the process's devices; 
 sharded along it, the model's parameters are replicated, and the step (normalise, then
 ``jaxcam.explain_exits`` for the method and any compared methods) is compiled once, ahead of
 time, for one batch shape. Shorter batches are padded to that shape and the padding dropped, so
-no input can trigger a second compilation. By default each device runs its examples one at a
-time through the same compiled loop body, so that results are bit-identical whatever the batch
-size, the device count or an example's position in its batch.
+no input can trigger a second compilation. By default each device computes its examples in
+chunks of 32, each chunk the same computation, so that results are bit-identical whatever the
+batch size, the device count or an example's position in its batch.
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ class ExplainStep:
       batch_size: images per step; rounded up to a multiple of the number of devices.
       devices: the devices of the mesh (default ``jax.local_devices()``).
       micro_batch: examples each device computes together, through one compiled loop body
-        (``jax.shard_map`` over the devices, ``jax.lax.map`` over each device's chunks of
-        ``micro_batch``); ``batch_size`` is rounded up to a multiple of it times the devices.
-        An example's arithmetic is then the same whatever the batch size or the device count
-        (kernels chosen for another batch shape differ: up to 5e-2 between batch 64 and 7 on an
-        H200) and, measured on CPU and H200, whatever its slot, so results are bit-identical.
-        Default 32: about the speed of batching on CPU, 0.6x (CIFAR) to 1.2x (ImageNet) of it
-        on an H200. None: the whole batch at once, as one SPMD program (results then change
-        with the batch size).
+        (``jax.shard_map`` over the devices, an unrolled ``jax.lax.scan`` over each device's
+        chunks of ``micro_batch``); ``batch_size`` is rounded up to a multiple of it times the
+        devices. An example's arithmetic is then the same whatever the batch size or the device
+        count (kernels chosen for another batch shape differ: up to 5e-2 between batch 64 and 7
+        on an H200) and, measured on CPU and H200, whatever its slot: results are bit-identical.
+        Default 32: the speed of batching on CPU (cifar10_anytime, batch 64: 56 vs 53
+        images/s), 0.6-0.7x (CIFAR) to 1.1x (ImageNet) of it on an H200. None: the whole batch
+        at once, as one SPMD program (results then change with the batch size).
       spare_slot: compute one blank example after each chunk of ``micro_batch`` and drop it,
         so that the rows of a vectorisation remainder, which batched CPU kernels may compute in
         another order (issue 14 saw only the last slot of a batch differ; not reproduced on the
