@@ -1,4 +1,5 @@
-"""SESS: Saliency Enhancing with Scaling and Sliding, around any layer method."""
+"""SESS: Saliency Enhancing with Scaling and Sliding (arXiv 2207.01769, ECCV 2022), around any layer
+method."""
 
 from __future__ import annotations
 
