@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install system-deps clean bench bench-e2e
+.PHONY: demo test lint install system-deps clean bench bench-e2e bench-frameworks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 # into decode / device / write (benchmarks/e2e.py; `--n` for fewer). About 20 minutes on 2 cores.
 bench-e2e: $(STAMP)
 	$(PY) -m benchmarks.e2e $(E2E_ARGS)
+
+# Grad-CAM over each framework's own jitted forward, batch 16, 224 px (benchmarks/frameworks.py).
+bench-frameworks: $(STAMP)
+	$(PY) -m benchmarks.frameworks --md benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV)

@@ -78,6 +78,7 @@ class Case:
       forward: the model's own jitted forward on the images (logits).
       explainer: the prepared ``jaxcam.Explainer``.
       images: the input batch, in the model's layout.
+      source: the model object as the user holds it.
     """
 
     framework: str
@@ -86,6 +87,7 @@ class Case:
     forward: Callable[[], Any]
     explainer: jaxcam.Explainer
     images: jax.Array
+    source: Any = None
 
 
 # Each builder imports its framework inside, so this module imports without any of them.
@@ -102,11 +104,10 @@ def _nnx_resnet18(batch: int, size: int, key: jax.Array) -> Case:
             self.bn1 = nnx.BatchNorm(cout, rngs=rngs)
             self.conv2 = nnx.Conv(cout, cout, (3, 3), padding=1, use_bias=False, rngs=rngs)
             self.bn2 = nnx.BatchNorm(cout, rngs=rngs)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nnx.Sequential(
-                    nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs),
-                    nnx.BatchNorm(cout, rngs=rngs))
+            # nnx.data: an attribute that may be None is static unless marked as data
+            self.down = nnx.data(None if stride == 1 and cin == cout else nnx.Sequential(
+                nnx.Conv(cin, cout, (1, 1), strides=stride, use_bias=False, rngs=rngs),
+                nnx.BatchNorm(cout, rngs=rngs)))
 
         def __call__(self, x: jax.Array) -> jax.Array:
             y = self.bn2(self.conv2(jax.nn.relu(self.bn1(self.conv1(x)))))
@@ -143,7 +144,7 @@ def _nnx_case(framework: str, name: str, model: Any, layer: str, batch: int, siz
     fwd = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
     images = jax.random.normal(key, (batch, size, size, 3))
     explainer = jaxcam.Explainer(model, target_layer=layer, **options)
-    return Case(framework, name, layer, lambda: fwd(state, images), explainer, images)
+    return Case(framework, name, layer, lambda: fwd(state, images), explainer, images, model)
 
 
 def _nnx_vit(batch: int, size: int, key: jax.Array) -> Case:
@@ -438,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             classes = jax.random.randint(jax.random.fold_in(key, 1), (args.batch,), 0, N_CLASSES)
             row = time_case(case, classes, args.rounds)
         except Exception as error:  # report and go on: one broken framework must not hide the rest
-            failed[name] = f"{type(error).__name__}: {error}"
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            failed[name] = f"{type(error).__name__}: {first_line}"
             print(f"{name}: FAILED {failed[name]}", flush=True)
             continue
         if row["maps_shape"] != (args.batch, args.size, args.size):

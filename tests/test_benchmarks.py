@@ -38,3 +38,47 @@ def test_quick_suite_every_contender_agrees_with_jaxcam(tmp_path: Path) -> None:
     text = md.read_text()
     assert "| jaxcam explain_exits (ExitExplainer) |" in text
     assert "agrees" in text and "disagrees:" not in text
+
+
+def test_frameworks_benchmark_quick_run_and_skips_an_absent_framework(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    from benchmarks import frameworks
+
+    # A framework whose distribution is absent is skipped, said so, and the run still succeeds.
+    monkeypatch.setitem(frameworks.FRAMEWORKS, "haiku",
+                        (frameworks.FRAMEWORKS["haiku"][0], ("no-such-distribution",)))
+    md = tmp_path / "RESULTS.md"
+    code = frameworks.main(["--batch", "2", "--size", "32", "--rounds", "1", "--frameworks",
+                            "nnx,linen,haiku", "--out", str(tmp_path), "--md", str(md)])
+    assert code == 0
+    (run,) = tmp_path.glob("frameworks_*.json")
+    results = json.loads(run.read_text())
+    assert [row["framework"] for row in results["rows"]] == ["nnx", "linen"]
+    for row in results["rows"]:
+        assert row["maps_shape"] == [2, 32, 32]
+        assert row["forward_ms"] > 0 and row["gradcam_ms"] > 0
+        assert row["ratio"] == row["gradcam_ms"] / row["forward_ms"]
+    assert results["skipped"] == {"haiku": "not installed: no-such-distribution"}
+    text = md.read_text()
+    assert "| nnx | ResNet-18 (NNX) | `layer3/1` |" in text
+    assert "| haiku | skipped: not installed: no-such-distribution |" in text
+
+
+def test_frameworks_benchmark_imports_without_the_optional_frameworks() -> None:
+    import subprocess
+
+    code = (
+        "import sys, importlib.abc\n"
+        "BLOCKED = {'torch', 'torchvision', 'torchax', 'equinox', 'haiku', 'keras'}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from benchmarks import frameworks\n"
+        "print(sorted(set(sys.modules) & BLOCKED))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

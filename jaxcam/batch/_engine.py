@@ -39,15 +39,17 @@ class ExplainStep:
       compare: further methods computed in the same step (for pictures only).
       batch_size: images per step; rounded up to a multiple of the number of devices.
       devices: the devices of the mesh (default ``jax.local_devices()``).
-      micro_batch: examples each device computes together, through one compiled loop body
-        (``jax.shard_map`` over the devices, an unrolled ``jax.lax.scan`` over each device's
-        chunks of ``micro_batch``); ``batch_size`` is rounded up to a multiple of it times the
-        devices. An example's arithmetic is then the same whatever the batch size or the device
-        count (kernels chosen for another batch shape differ: up to 5e-2 between batch 64 and 7
-        on an H200) and, measured on CPU and H200, whatever its slot: results are bit-identical.
-        Default 32: the speed of batching on CPU (cifar10_anytime, batch 64: 56 vs 53
-        images/s), 0.6-0.7x (CIFAR) to 1.1x (ImageNet) of it on an H200. None: the whole batch
-        at once, as one SPMD program (results then change with the batch size).
+      micro_batch: examples each device computes together: the program is compiled for one
+        chunk of ``micro_batch`` per device (``jax.shard_map``: each device explains its own
+        chunk), and a batch is as many calls of it as it has chunks; ``batch_size`` is rounded
+        up to a multiple of ``micro_batch`` times the devices. An example's arithmetic is then
+        the same whatever the batch size or the device count (kernels chosen for another batch
+        shape differ: up to 5e-2 between batch 64 and 7 on an H200) and, measured on CPU and
+        H200, whatever its slot: results are bit-identical.
+        Default 32: the speed of batching on CPU (all exits, cifar10_anytime batch 64: 75 vs
+        74 images/s; imagenet_step4 batch 32: 11.0 vs 11.7), on an H200 0.45x (cifar10_anytime
+        batch 64: 2389 vs 5278 images/s) to 1.0x (imagenet_step4 batch 32). None: the whole
+        batch at once, as one SPMD program (results then change with the batch size).
       spare_slot: compute one blank example after each chunk of ``micro_batch`` and drop it,
         so that the rows of a vectorisation remainder, which batched CPU kernels may compute in
         another order (issue 14 saw only the last slot of a batch differ; not reproduced on the
@@ -105,35 +107,18 @@ class ExplainStep:
 
         m = self.micro_batch
         spare = bool(spare_slot)
+        # The compiled program explains one chunk of ``m`` examples per device; a batch is
+        # several calls of it, so no program ever sees another batch shape.
+        self._unit = n * m if m is not None else self.batch_size
 
         def local(state: Any, images: jax.Array, classes: jax.Array
                   ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
-            # One device's examples, ``m`` at a time through the same compiled loop body: an
-            # example's arithmetic is then the same whatever its position, the batch size or
-            # the device count (a batched kernel treats a remainder of rows differently).
-            k = images.shape[0] // m
-            xs = images.reshape(k, m, *images.shape[1:])
-            cs = classes.reshape(k, m)
-            if spare:  # one blank example after each chunk takes the vectorisation remainder
-                xs = jnp.concatenate([xs, jnp.zeros_like(xs[:, :1])], axis=1)
-                cs = jnp.concatenate([cs, jnp.zeros_like(cs[:, :1])], axis=1)
-
-            def body(chunk: tuple[jax.Array, jax.Array]):
-                maps, logits, extra = explain(state, *chunk)
-                return jax.tree.map(lambda a: a[:, :m], (maps, logits, extra))
-
-            # Unrolled: XLA compiles each chunk as straight-line code (a while loop around the
-            # body cost a quarter of the throughput on CPU: 41 vs 53 images/s for
-            # cifar10_anytime at batch 64, unrolled 56); each chunk is still its own
-            # computation of the same shape (exact under any shift, tested).
-            out = jax.lax.scan(lambda carry, chunk: (carry, body(chunk)), None, (xs, cs),
-                               unroll=True)[1]
-
-            def merge(a: jax.Array) -> jax.Array:  # (k, K, m, ...) -> (K, k * m, ...)
-                a = jnp.moveaxis(a, 0, 1)
-                return a.reshape(a.shape[0], k * m, *a.shape[3:])
-
-            return jax.tree.map(merge, out)
+            # One device's chunk, explained on its own (no partitioner between the devices).
+            if spare:  # one blank example after the chunk takes the vectorisation remainder
+                images = jnp.concatenate([images, jnp.zeros_like(images[:1])])
+                classes = jnp.concatenate([classes, jnp.zeros_like(classes[:1])])
+                return jax.tree.map(lambda a: a[:, :m], explain(state, images, classes))
+            return explain(state, images, classes)
 
         def step(state: Any, images: jax.Array, classes: jax.Array
                  ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
@@ -147,9 +132,8 @@ class ExplainStep:
                                  check_vma=False)(state, images, classes)
 
         s = self.image_size
-        images = jax.ShapeDtypeStruct((self.batch_size, s, s, 3), jnp.float32,
-                                      sharding=self._batch)
-        classes = jax.ShapeDtypeStruct((self.batch_size,), jnp.int32, sharding=self._batch)
+        images = jax.ShapeDtypeStruct((self._unit, s, s, 3), jnp.float32, sharding=self._batch)
+        classes = jax.ShapeDtypeStruct((self._unit,), jnp.int32, sharding=self._batch)
         jitted = jax.jit(step, in_shardings=(self._replicated, self._batch, self._batch),
                          out_shardings=(per_exit, per_exit, (per_exit,) * len(compare)))
         start = time.perf_counter()
@@ -157,37 +141,45 @@ class ExplainStep:
         self.compile_seconds = time.perf_counter() - start
 
     def put(self, images: np.ndarray, classes: np.ndarray | None = None
-            ) -> tuple[jax.Array, jax.Array, int]:
-        """Pad a batch to the step's shape and place it on the devices, sharded.
+            ) -> tuple[list[tuple[jax.Array, jax.Array]], int]:
+        """Pad a batch to the step's shape and place it on the devices, sharded, chunk by
+        chunk.
 
         Args:
           images: (n, S, S, 3) float32 on the 0..255 scale, ``n <= batch_size``.
           classes: (n,) classes to explain (ignored for target ``"pred"``).
 
         Returns:
-          ``(images, classes, n)`` on the devices, ready for :meth:`compute`.
+          ``(chunks, n)``: the ``(images, classes)`` of each call of the compiled program, on
+          the devices, and the number of real images; ready for :meth:`compute`.
         """
         n = len(images)
         if not 0 < n <= self.batch_size:
             raise ValueError(f"a batch holds 1..{self.batch_size} images, got {n}")
-        x = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
+        u = self._unit
+        used = -(-n // u) * u  # whole chunks of padding are not computed at all
+        x = np.zeros((used, *images.shape[1:]), np.float32)
         x[:n] = images
-        c = np.zeros((self.batch_size,), np.int32)
+        c = np.zeros((used,), np.int32)
         if classes is not None:
             c[:n] = classes
-        return jax.device_put(x, self._batch), jax.device_put(c, self._batch), n
+        return [(jax.device_put(x[k:k + u], self._batch), jax.device_put(c[k:k + u], self._batch))
+                for k in range(0, used, u)], n
 
-    def compute(self, images: jax.Array, classes: jax.Array, n: int
+    def compute(self, chunks: list[tuple[jax.Array, jax.Array]], n: int
                 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Run the compiled step and bring the first ``n`` results back to the host.
+        """Run the compiled program on each chunk and bring the first ``n`` results back.
 
         Returns:
           ``(maps, logits, compared)``: (K, n, S, S) float32 maps, (K, n, C) float32 logits,
           and one (K, n, S, S) array per compared method.
         """
-        maps, logits, extra = self._compiled(self._state, images, classes)
-        return (np.asarray(maps)[:, :n], np.asarray(logits)[:, :n],
-                [np.asarray(e)[:, :n] for e in extra])
+        outs = [self._compiled(self._state, x, c) for x, c in chunks]  # all dispatched first
+        maps = np.concatenate([np.asarray(o[0]) for o in outs], axis=1)[:, :n]
+        logits = np.concatenate([np.asarray(o[1]) for o in outs], axis=1)[:, :n]
+        extra = [np.concatenate([np.asarray(o[2][e]) for o in outs], axis=1)[:, :n]
+                 for e in range(len(outs[0][2]))]
+        return maps, logits, extra
 
     def __call__(self, images: np.ndarray, classes: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

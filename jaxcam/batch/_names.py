@@ -21,7 +21,7 @@ from jaxcam.batch._decode import file_kind
 from jaxcam.extend.images import IMAGE_EXTENSIONS
 
 __all__ = ["expand_inputs", "unique_names", "read_file_list", "number_clashes", "shown",
-           "MAX_NAME"]
+           "MAX_NAME", "is_output"]
 
 #: Longest output name: pictures are ``<name>_exits.png``, well below any file system's 255.
 MAX_NAME = 100
@@ -31,6 +31,14 @@ def shown(text: str) -> str:
     """``text`` printable as UTF-8: undecodable bytes of a file name (surrogate escapes) as
     ``\\xe9`` (for errors.txt, the gallery and the terminal; the files keep their real names)."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_output(path: str | os.PathLike, outs: Sequence[str]) -> bool:
+    """Whether ``path`` is where a run writes its own files: directly in one of the output
+    folders ``outs`` (real paths), or in its ``shards/`` (a folder below, such as a demo's
+    ``inputs/``, holds inputs like any other)."""
+    parent = os.path.dirname(os.path.realpath(path))
+    return any(parent in (d, os.path.join(d, "shards")) for d in outs)
 
 
 def _is_image_name(name: str) -> bool:
@@ -53,8 +61,10 @@ class _Walk:
 
     def _dir(self, path: str, want, hidden: bool, found: list[str],
              ancestors: tuple[tuple[int, int], ...]) -> None:
-        if os.path.realpath(path) in self.exclude:
-            return  # the run's own output folder is never an input
+        real = os.path.realpath(path)
+        if any(real == os.path.join(d, "shards") for d in self.exclude):
+            return  # the run's own shards
+        own_outputs = real in self.exclude  # its pictures: never inputs
         try:
             st = os.stat(path)
             key = (st.st_dev, st.st_ino)
@@ -83,7 +93,7 @@ class _Walk:
             if is_dir:
                 self._dir(sub, want, hidden, found, (*ancestors, key))
                 continue
-            if not want(entry.name):
+            if not want(entry.name) or own_outputs:
                 continue
             try:
                 mode = entry.stat().st_mode
@@ -158,11 +168,12 @@ def expand_inputs(inputs: Sequence[str], exclude: Sequence[str | os.PathLike] = 
     a loop (reported, not followed), a folder reached twice is listed once. Files named twice
     are taken once, in first-seen order; directories and patterns are sorted. Only regular
     files are inputs: a named pipe, device or socket, a broken link, an unreadable folder are
-    reported with the reason. Nothing inside ``exclude`` (the run's output folder) is taken.
+    reported with the reason. The files a run writes (directly in an ``exclude`` folder, the
+    run's output folder, or in its ``shards/``) are never taken.
 
     Args:
       inputs: the INPUT arguments.
-      exclude: folders whose contents are never inputs.
+      exclude: output folders whose own files are never inputs.
 
     Returns:
       ``(files, errors)`` with ``errors`` holding ``(input, reason)`` pairs.
@@ -173,15 +184,14 @@ def expand_inputs(inputs: Sequence[str], exclude: Sequence[str | os.PathLike] = 
     errors = walk.errors
 
     def inside_excluded(path: str) -> bool:
-        real = os.path.realpath(path)
-        return any(real == d or real.startswith(d.rstrip(os.sep) + os.sep) for d in walk.exclude)
+        return is_output(path, list(walk.exclude))
 
     def add(found: Sequence[str], named: bool = False) -> None:
         for path in found:
             if inside_excluded(path):
                 if named:
-                    errors.append((path, "inside the run's output folder: its outputs are "
-                                         "never inputs"))
+                    errors.append((path, "one of the run's own output files: never an "
+                                         "input"))
                 continue
             key = os.path.realpath(path)
             if key not in seen:

@@ -25,7 +25,13 @@ from jaxcam.batch._decode import (
     file_version,
     read_file_checked,
 )
-from jaxcam.batch._names import expand_inputs, number_clashes, read_file_list, unique_names
+from jaxcam.batch._names import (
+    expand_inputs,
+    is_output,
+    number_clashes,
+    read_file_list,
+    unique_names,
+)
 
 __all__ = ["InputSource", "FileSource", "SourceFactory", "Inputs", "list_inputs", "class_index"]
 
@@ -170,12 +176,12 @@ class Inputs:
         return "" if version is None else str(version(j))
 
     def excluding(self, folder: str | os.PathLike) -> Inputs:
-        """These inputs without the files inside ``folder`` (dropped silently: they are the
-        run's own outputs), named as if listed without them; ``self`` when none is inside."""
+        """These inputs without the files a run writes into the output folder ``folder``
+        (directly in it or in its ``shards/``; dropped silently: they are the run's own
+        outputs), named as if listed without them; ``self`` when there are none."""
         real = os.path.realpath(folder)
         inside = [p for _, src in self._segments if isinstance(src, FileSource)
-                  for p in src.paths if os.path.realpath(p) == real
-                  or os.path.realpath(p).startswith(real.rstrip(os.sep) + os.sep)]
+                  for p in src.paths if is_output(p, [real])]
         if not inside:
             return self
         listing = _Listing([real], report=False)
@@ -249,11 +255,10 @@ class _Listing:
             fresh = []
             for p in source.paths:
                 real = os.path.realpath(p)
-                if any(real == d or real.startswith(d.rstrip(os.sep) + os.sep)
-                       for d in self.exclude):
+                if is_output(real, self.exclude):
                     if self.report:
-                        self.errors.append((p, "inside the run's output folder: its outputs "
-                                               "are never inputs"))
+                        self.errors.append((p, "one of the run's own output files: never an "
+                                               "input"))
                 elif real not in self._seen:
                     self._seen.add(real)
                     fresh.append(p)
@@ -277,9 +282,9 @@ def list_inputs(inputs: Sequence[str], files_from: Sequence[str] = (),
         directory; ``-`` is standard input), appended in their order.
       prefixes: ``{prefix: factory}``; a factory turns the text after ``prefix:`` into an
         :class:`InputSource`.
-      exclude: folders whose files are never inputs (``jaxcam explain`` passes ``--out``: a run
-        never explains its own pictures); a walk does not enter them, a file inside one that
-        is named explicitly is an error entry.
+      exclude: output folders (``jaxcam explain`` passes ``--out``): the files a run writes
+        there (directly in it, or in its ``shards/``) are never inputs, so a run never explains
+        its own pictures; a walk skips them, one named explicitly is an error entry.
 
     Returns:
       The :class:`Inputs`; a file named twice is taken once.

@@ -60,8 +60,8 @@ Python with jaxcam.batch.open_results(OUT)[file].
 Resuming: run the same command again after an interruption (even kill -9): complete shards
 are kept, the rest computed; the outputs equal those of an uninterrupted run, bit for bit. A
 shard with an input changed since (size or modification time) is recomputed, and the summary
-says so. OUT is never an input, even inside a folder explained. OUT holding a run with other
-inputs or settings is refused (--overwrite discards it).
+says so. The files written into OUT are never inputs, even inside a folder explained. OUT
+holding a run with other inputs or settings is refused (--overwrite discards it).
 
 Several hosts: start the same command on each with --coordinator HOST:PORT (process 0's
 address), --num-processes N and --process-id I (or under SLURM/Open MPI, where JAX finds
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from jaxcam.cli.inputs import PREFIXES
 
-    try:  # OUT is never an input, even when it lies inside a folder being explained
+    try:  # OUT's own files are never inputs, even when it lies inside a folder explained
         inputs = batch.list_inputs(args.inputs, args.files_from, prefixes=PREFIXES,
                                    exclude=[args.out])
     except (FileNotFoundError, ValueError) as exc:
