@@ -26,6 +26,7 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 
+from jaxcam import registry
 from jaxcam._arrays import as_jax
 from jaxcam.methods import (
     ACTIVATION_GRADIENT_METHODS,
@@ -260,7 +261,7 @@ def test_methods_accept_torch_tensors_that_require_grad(rng: np.random.Generator
 
 
 def test_registry() -> None:
-    assert ACTIVATION_GRADIENT_METHODS == {
+    original = {
         "gradcam": gradcam,
         "gradcamplusplus": gradcamplusplus,
         "xgradcam": xgradcam,
@@ -270,8 +271,12 @@ def test_registry() -> None:
         "eigencam": eigencam,
         "eigengradcam": eigengradcam,
     }
-    assert set(ACTIVATION_GRADIENT_METHODS) == set(PGC_CLASSES)
-    assert ACTIVATION_ONLY == {"eigencam"}
+    assert {k: ACTIVATION_GRADIENT_METHODS[k] for k in original} == original
+    assert set(PGC_CLASSES) == set(original)
+    # Methods added since (FEM, KPCA-CAM, ...) are tested in tests/test_methods_more.py.
+    assert ACTIVATION_ONLY == set(registry.names(kind="activation_gradient",
+                                                 uses_gradients=False))
+    assert "eigencam" in ACTIVATION_ONLY and not ACTIVATION_ONLY & set(original) - {"eigencam"}
     assert all(callable(fn) and fn.__doc__ for fn in ACTIVATION_GRADIENT_METHODS.values())
 
 
@@ -372,12 +377,24 @@ def test_one_constant_image_does_not_spoil_the_batch(rng: np.random.Generator) -
     np.testing.assert_allclose(out[[0, 2]], pgc_postprocess([raw], (32, 32))[[0, 2]], atol=1e-5)
 
 
+def extra_inputs(name: str, activations: jax.Array, rng: np.random.Generator) -> dict:
+    """What a method reads besides activations and gradients (its registry entry says):
+    RandomCAM a key, ShapleyCAM the Hessian-vector product with the activations."""
+    method = registry.get(name)
+    extra: dict = {}
+    if method.uses_key:
+        extra["key"] = jax.random.key(int(rng.integers(2**31)))
+    if method.uses_hvp:
+        extra["hvp"] = jnp.asarray(rng.standard_normal(np.shape(activations)), activations.dtype)
+    return extra
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_half_precision_in_float32_out(rng: np.random.Generator, dtype: jnp.dtype) -> None:
     activations, gradients = random_layer(rng)
     activations, gradients = jnp.asarray(activations, dtype), jnp.asarray(gradients, dtype)
     for name, method in ACTIVATION_GRADIENT_METHODS.items():
-        cam = method(activations, gradients)
+        cam = method(activations, gradients, **extra_inputs(name, activations, rng))
         assert cam.dtype == jnp.float32, name
         out = postprocess(cam.astype(dtype), (32, 32))
         assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all()), name
@@ -387,10 +404,24 @@ def test_half_precision_in_float32_out(rng: np.random.Generator, dtype: jnp.dtyp
 def test_methods_jit_and_vmap_agree_with_eager(rng: np.random.Generator, name: str) -> None:
     method: Callable[..., jax.Array] = ACTIVATION_GRADIENT_METHODS[name]
     activations, gradients = random_layer(rng, batch=2, h=5, w=5, c=8)
-    eager = np.asarray(method(activations, gradients))
-    jitted = np.asarray(jax.jit(method)(activations, gradients))
+    extra = extra_inputs(name, activations, rng)
+    hvp = extra.pop("hvp", None)
+
+    def call(a: jax.Array, g: jax.Array, h: jax.Array | None) -> jax.Array:
+        return method(a, g, **extra, **({} if h is None else {"hvp": h}))
+
+    eager = np.asarray(call(activations, gradients, hvp))
+    jitted = np.asarray(jax.jit(call)(activations, gradients, hvp))
     # vmap over a leading axis of 2 groups of 1 image each.
-    vmapped = np.asarray(jax.vmap(method)(activations[:, None], gradients[:, None]))[:, 0]
+    h = None if hvp is None else hvp[:, None]
+    vmapped = np.asarray(jax.vmap(call)(activations[:, None], gradients[:, None], h))[:, 0]
+    if "key" in extra:
+        # Random weights are drawn per batch: each vmapped group of one image draws its own,
+        # exactly as an eager call on that image alone does with the same key.
+        eager_groups = np.concatenate([np.asarray(call(activations[i:i + 1], gradients[i:i + 1],
+                                                        None)) for i in range(2)])
+        np.testing.assert_allclose(vmapped, eager_groups, rtol=1e-5, atol=1e-5)
+        vmapped = eager  # the jit comparison below is the one that applies
     if name in SVD_METHODS:
         assert max_diff_up_to_sign(jitted, eager) < 1e-4 * max(1.0, np.abs(eager).max())
         assert max_diff_up_to_sign(vmapped, eager) < 1e-4 * max(1.0, np.abs(eager).max())
