@@ -8,7 +8,6 @@ backward pass through the heads, and ``aug_smooth`` against pytorch-grad-cam.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import flax.linen as nn
@@ -16,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import COMPILE_EVENTS, compilations  # noqa: F401
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -335,24 +335,6 @@ def test_score_method_chunk_sizes_agree(cnn, rng, method):
 # 4. No recompilation
 # ---------------------------------------------------------------------------------------------
 
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/backend_compile_duration")
-
-
-@contextlib.contextmanager
-def compilations():
-    """Collects the names of the functions JAX traces or compiles inside the block."""
-    seen: list[str] = []
-
-    def listener(event, duration, **kwargs):
-        if event in COMPILE_EVENTS:
-            seen.append(f"{event.rsplit('/', 1)[-1]}: {kwargs.get('fun_name')}")
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def test_explain_does_not_recompile_for_new_data_or_weights(cnn, rng):

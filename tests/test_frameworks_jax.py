@@ -13,7 +13,6 @@ min-max). Images are 64 px and batches of 2 to keep the CPU time sane; the depth
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import COMPILE_EVENTS, compilations  # noqa: F401
 
 import jaxcam
 from jaxcam.postprocess import resize_bilinear
@@ -76,24 +76,6 @@ def check_maps(got: Any, expected: np.ndarray, what: str, signal: bool = True) -
     np.testing.assert_allclose(got, expected, atol=TOL, err_msg=what)
 
 
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/backend_compile_duration")
-
-
-@contextlib.contextmanager
-def compilations():
-    """Collects the names of the functions JAX traces or compiles inside the block."""
-    seen: list[str] = []
-
-    def listener(event, duration, **kwargs):
-        if event in COMPILE_EVENTS:
-            seen.append(f"{event.rsplit('/', 1)[-1]}: {kwargs.get('fun_name')}")
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def nhwc_images(rng: np.random.Generator) -> np.ndarray:

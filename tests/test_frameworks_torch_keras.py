@@ -19,7 +19,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
 
-import contextlib  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -31,6 +30,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from _compiles import COMPILE_EVENTS, compilations  # noqa: F401
 from flax import nnx  # noqa: E402
 from pytorch_grad_cam import GradCAM, HiResCAM, LayerCAM  # noqa: E402
 from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
@@ -54,24 +54,6 @@ def _seed() -> int:
     return seed
 
 
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/backend_compile_duration")
-
-
-@contextlib.contextmanager
-def compilations():
-    """Collects the names of the functions JAX traces or compiles inside the block."""
-    seen: list[str] = []
-
-    def listener(event, duration, **kwargs):
-        if event in COMPILE_EVENTS:
-            seen.append(f"{event.rsplit('/', 1)[-1]}: {kwargs.get('fun_name')}")
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
