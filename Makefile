@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/jaxcam demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check jaxcam msdnet_flax tests benchmarks
+	$(VENV)/bin/ruff check jaxcam msdnet_flax efficientnet_flax tests benchmarks
 
 # The gallery's browser test drives Debian's chromium + chromium-driver: installed through apt-get
 # when root, otherwise one line saying what to install.
