@@ -209,7 +209,9 @@ def test_complexity_and_coherency_match_pytorch_grad_cam(twins, rng):
                           ExitModel(twin, EXIT), cam)
     print(f"coherency {got} pgc {ref}")
     np.testing.assert_allclose(got, ref, atol=1e-4)
-    assert (got > 0.5).all()  # a Grad-CAM map survives being applied to its image
+    # (Pearson correlation + 1) / 2; a random twin's map need not survive being applied to its
+    # image (seen: 0.42), and a constant map gives exactly 0.5.
+    assert ((got >= 0) & (got <= 1)).all() and np.ptp(got) > 0
 
 
 def test_arcc_matches_pytorch_grad_cam(twins, rng, monkeypatch):
