@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from efficientnet_flax.model import EfficientNetLite0
+from jaxcam.extend.torch_layout import to_flax_layout, to_torch_layout
 
 __all__ = ["BUNDLED_WEIGHTS", "PIP_PACKAGE", "load_pretrained", "load_state_dict",
            "pretrained_weights_path", "read_state_dict", "to_state_dict"]
@@ -59,22 +60,6 @@ def _torch_key(path: tuple) -> str:
     else:
         module = _TOP[tuple(parents)]
     return f"{module}.{'weight' if leaf == 'kernel' else _BN_LEAF[leaf]}"
-
-
-def _to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    if leaf == "kernel" and value.ndim == 4:  # OIHW -> HWIO
-        return np.transpose(value, (2, 3, 1, 0))
-    if leaf == "kernel" and value.ndim == 2:  # (out, in) -> (in, out)
-        return value.T
-    return value
-
-
-def _to_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    if leaf == "kernel" and value.ndim == 4:  # HWIO -> OIHW
-        return np.transpose(value, (3, 2, 0, 1))
-    if leaf == "kernel" and value.ndim == 2:
-        return value.T
-    return value
 
 
 def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> dict[str, np.ndarray]:
@@ -164,9 +149,9 @@ def load_state_dict(path_or_state_dict: str | os.PathLike | Mapping, *,
         if key not in sd:
             missing.append(key)
             continue
-        value = _to_flax_layout(str(path[-1]), sd[key])
+        value = to_flax_layout(str(path[-1]), sd[key])
         if value.shape != tuple(target.shape):
-            expected = _to_torch_layout(str(path[-1]), np.empty(target.shape, np.int8)).shape
+            expected = to_torch_layout(str(path[-1]), np.empty(target.shape, np.int8)).shape
             shapes.append(f"{key} {tuple(sd[key].shape)} != expected {expected}")
             continue
         new_flat[path] = jnp.asarray(value, dtype=target.dtype)
@@ -192,7 +177,7 @@ def to_state_dict(model: EfficientNetLite0, *, as_torch: bool = True) -> dict[st
       ``{key: array}`` with the keys of the shipped weights.
     """
     flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
-    out = {_torch_key(p): np.ascontiguousarray(_to_torch_layout(str(p[-1]), np.asarray(v)))
+    out = {_torch_key(p): np.ascontiguousarray(to_torch_layout(str(p[-1]), np.asarray(v)))
            for p, v in flat.items()}
     if not as_torch:
         return out

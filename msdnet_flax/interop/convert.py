@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
+from jaxcam.extend.torch_layout import to_flax_layout, to_torch_layout
 from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.msdnet import MSDNet
 
@@ -26,22 +27,6 @@ __all__ = ["load_pytorch_checkpoint", "to_pytorch_state_dict", "read_pytorch_sta
 # Flax leaf name -> PyTorch parameter/buffer name.
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias",
                   "mean": "running_mean", "var": "running_var"}
-
-
-def _to_torch_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    if leaf == "kernel" and value.ndim == 4:  # HWIO -> OIHW
-        return np.transpose(value, (3, 2, 0, 1))
-    if leaf == "kernel" and value.ndim == 2:  # (in, out) -> (out, in)
-        return value.T
-    return value
-
-
-def _to_flax_layout(leaf: str, value: np.ndarray) -> np.ndarray:
-    if leaf == "kernel" and value.ndim == 4:  # OIHW -> HWIO
-        return np.transpose(value, (2, 3, 1, 0))
-    if leaf == "kernel" and value.ndim == 2:
-        return value.T
-    return value
 
 
 def _torch_key(path: tuple) -> str:
@@ -145,9 +130,9 @@ def load_pytorch_checkpoint(path_or_state_dict: str | os.PathLike | Mapping,
         if key not in torch_sd:
             missing.append(key)
             continue
-        value = _to_flax_layout(path[-1], torch_sd[key])
+        value = to_flax_layout(path[-1], torch_sd[key])
         if value.shape != tuple(target.shape):
-            expected = _to_torch_layout(path[-1], np.empty(target.shape, np.int8)).shape
+            expected = to_torch_layout(path[-1], np.empty(target.shape, np.int8)).shape
             shapes.append(f"{key} {tuple(torch_sd[key].shape)} != expected {expected}")
             continue
         new_flat[path] = jnp.asarray(value, dtype=target.dtype)
@@ -170,7 +155,7 @@ def to_pytorch_state_dict(model: MSDNet, *, as_torch: bool = True) -> dict:
         than NumPy arrays.
     """
     flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
-    out = {_torch_key(p): np.ascontiguousarray(_to_torch_layout(p[-1], np.asarray(v)))
+    out = {_torch_key(p): np.ascontiguousarray(to_torch_layout(p[-1], np.asarray(v)))
            for p, v in flat.items()}
     if not as_torch:
         return out
