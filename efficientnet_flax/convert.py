@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from efficientnet_flax.model import EfficientNetLite0
+from jaxcam.extend.skeleton import abstract_split
 from jaxcam.extend.torch_layout import to_flax_layout, to_torch_layout
 
 __all__ = ["BUNDLED_WEIGHTS", "PIP_PACKAGE", "load_pretrained", "load_state_dict",
@@ -106,8 +107,7 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> dict[str
 
 @functools.lru_cache(maxsize=4)
 def _abstract_split(num_classes: int) -> tuple[nnx.GraphDef, nnx.State]:
-    abstract = nnx.eval_shape(lambda: EfficientNetLite0(num_classes, rngs=nnx.Rngs(0)))
-    return nnx.split(abstract)
+    return abstract_split(lambda rngs: EfficientNetLite0(num_classes, rngs=rngs))
 
 
 def _mismatch_error(missing: list[str], unexpected: list[str], shapes: list[str]) -> ValueError:

@@ -12,13 +12,14 @@ command is one module and one entry in the table.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from jaxcam.cli import analyze, demo, explain, list_models, methods
 from jaxcam.cli.common import Command, parse_exits, run_with_compile_cache
 from jaxcam.cli.methods import method_descriptions
 
-__all__ = ["main", "build_parser", "parse_exits", "method_descriptions", "COMMANDS"]
+__all__ = ["main", "console_main", "build_parser", "parse_exits", "method_descriptions", "COMMANDS"]
 
 #: Every subcommand, in the order ``jaxcam --help`` lists them.
 COMMANDS: tuple[Command, ...] = (explain.COMMAND, demo.COMMAND, methods.COMMAND,
@@ -74,3 +75,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command, sub = table[args.command]
     return run_with_compile_cache(command, args, sub)
+
+
+def console_main() -> None:
+    """The ``jaxcam`` executable: :func:`main`, then a prompt exit.
+
+    Python's teardown of the interpreter (freeing every module and object of JAX, Flax and
+    NumPy, joining idle worker threads) takes 0.3-0.5 s, a fifth of a warm ``jaxcam explain
+    photo.jpg``. When :func:`main` returns, every result file is written and closed, so the
+    process flushes its standard streams and logging, runs the ``atexit`` handlers (JAX's own
+    clean-up among them) and ends with ``os._exit``. A multi-process run (``jax.distributed``)
+    exits the ordinary way.
+    """
+    import atexit
+    import logging
+    import os
+
+    status = main()
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.distributed.is_initialized():
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

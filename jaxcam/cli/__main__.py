@@ -1,7 +1,5 @@
 """``python -m jaxcam.cli``: the ``jaxcam`` command."""
 
-import sys
+from jaxcam.cli import console_main
 
-from jaxcam.cli import main
-
-sys.exit(main())
+console_main()

@@ -177,6 +177,8 @@ def _batch_size(requested: int | None, n_inputs: int) -> int:
 def _job(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any,
          meta: dict[str, Any], n_inputs: int) -> Any:
     """The :class:`jaxcam.batch.BatchJob` the options describe (usage errors exit)."""
+    import jax
+
     from jaxcam import EXIT_METHODS, batch
 
     try:
@@ -192,9 +194,13 @@ def _job(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any,
         if "is not in tuple" in str(exc):
             exc = ValueError(f"--cam-exit {args.cam_exit} is not among --exits {args.exits}")
         parser.error(str(exc))
+    batch_size = _batch_size(args.batch_size, n_inputs)
+    # A step computes whole micro-batches on every device: one photo is one image of work,
+    # not 32 (the maps of a run still never depend on its order or its resumes).
+    micro = min(DEFAULT_BATCH, -(-batch_size // jax.local_device_count()))
     return batch.BatchJob(out=args.out, method=args.method, exits=exits, target=target,
-                          compare=compare, cam_exit=cam,
-                          batch_size=_batch_size(args.batch_size, n_inputs),
+                          compare=compare, cam_exit=cam, batch_size=batch_size,
+                          micro_batch=micro,
                           shard_size=args.shard_size, map_dtype=args.map_dtype,
                           save_images=args.save_images, cams_npz=args.cams_npz,
                           workers=args.workers, prefetch=args.prefetch,

@@ -7,7 +7,9 @@ jaxcam that :mod:`msdnet_flax` imports.
   some equations rewritten (used for guided backprop's ReLU rule and the conv rewrite below).
 - :func:`fast_strided_conv_grads`: the same function with the input gradients of strided
   convolutions computed by a faster identity on XLA:CPU.
-- :mod:`jaxcam.extend.torch_layout`: PyTorch <-> Flax kernel layouts for state-dict converters.
+- :mod:`jaxcam.extend.torch_layout`: PyTorch <-> Flax kernel layouts for state-dict converters;
+  :func:`jaxcam.extend.skeleton.abstract_split`: a module's graph and shapes without drawing its
+  weights, quickly.
 - :mod:`jaxcam.extend.files`: the one atomic file writer; :mod:`jaxcam.extend.images`: the
   image extensions a folder walk takes and the ImageNet centre crop, shared with the model
   packages.

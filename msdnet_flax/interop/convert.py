@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
+from jaxcam.extend import skeleton
 from jaxcam.extend.torch_layout import to_flax_layout, to_torch_layout
 from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.msdnet import MSDNet
@@ -79,10 +80,8 @@ def read_pytorch_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> 
 
 @functools.lru_cache(maxsize=16)
 def _abstract_split(config: MSDNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
-    # Tracing the constructor costs seconds (NNX updates its RNG counter under the trace hundreds
-    # of times), so the shapes are traced once per config; callers get a copy of the state.
-    abstract = nnx.eval_shape(lambda: MSDNet(config, rngs=nnx.Rngs(0)))
-    return nnx.split(abstract)
+    # Traced once per config (jaxcam.extend.skeleton says why it costs); callers get a copy.
+    return skeleton.abstract_split(lambda rngs: MSDNet(config, rngs=rngs))
 
 
 def abstract_split(config: MSDNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
