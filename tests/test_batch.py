@@ -306,6 +306,34 @@ def test_center_crop_equals_the_image_folder_loader(rng, tmp_path):
                                       _load(path, 32, 37))
 
 
+def test_overlay_of_a_centre_cropped_input_sits_on_the_crop(rng):
+    from jaxcam.batch._pictures import overlay_on_original
+
+    original = rng.integers(0, 256, (300, 500, 3)).astype(np.float32)
+    cam = np.zeros((32, 32), np.float32)
+    cam[:8, :8] = 1.0  # hot: the crop's top-left corner
+    # By hand: the shorter side to round(32 * 256 / 224) = 37 gives 37 x 61 (int(37 * 500 /
+    # 300)); the crop starts at round(2.5) = 2, round(14.5) = 14 and spans 32, so in the
+    # original it is rows 2 * 300/37 .. 34 * 300/37 = 16.2 .. 275.7, columns 14 * 500/61 ..
+    # 46 * 500/61 = 114.8 .. 377.0.
+    out = overlay_on_original(original, cam, crop=True).astype(np.int32)
+    assert out.shape == (300, 500, 3)
+    dimmed = np.round(original / 255 * np.float32(0.35 * 255)).astype(np.int32)
+    outside = np.ones((300, 500), bool)
+    outside[16:276, 115:377] = False
+    np.testing.assert_array_equal(out[outside], dimmed[outside])
+    # On a grey photo the colours are the map's: red where it is 1, blue where it is 0.
+    grey = np.full_like(original, 128.0)
+    out = overlay_on_original(grey, cam, crop=True).astype(np.int32)
+    hot = out[20:70, 120:170]  # inside the box's first quarter of rows and columns
+    cold = out[200:270, 300:370]
+    assert (hot[..., 0] > hot[..., 2] + 50).all() and (cold[..., 2] > cold[..., 0] + 50).all()
+    # Without the crop the map covers the whole image: its hot quarter is the top-left.
+    whole = overlay_on_original(grey, cam, crop=False).astype(np.int32)
+    assert (whole[:60, :100, 0] > whole[:60, :100, 2] + 50).all()
+    assert (whole[100:, 150:, 2] > whole[100:, 150:, 0] + 50).all()
+
+
 def test_shards_cover_every_input_once_for_any_process_count(rng):
     for _ in range(20):
         n, size, processes = int(rng.integers(0, 500)), int(rng.integers(1, 40)), \

@@ -19,9 +19,10 @@ from jaxcam.batch._extras import GalleryExtras
 from jaxcam.batch._names import shown
 from jaxcam.batch._reader import Result
 from jaxcam.batch._shards import write_file_fast
+from jaxcam.extend.images import center_crop_box
 from jaxcam.viz import exit_grid, show_cam_on_image
 
-__all__ = ["Pictures", "softmax", "write_pictures", "gallery_entry"]
+__all__ = ["Pictures", "softmax", "write_pictures", "overlay_on_original", "gallery_entry"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +77,37 @@ def _unit(image: np.ndarray) -> np.ndarray:
     return np.minimum(np.asarray(image, np.float32) / np.float32(255), np.float32(1))
 
 
+def overlay_on_original(original: np.ndarray, cam: np.ndarray, crop: bool) -> np.ndarray:
+    """A map computed on the model's input, drawn on the original image at its own resolution.
+
+    Args:
+      original: (H, W, 3) the decoded file, 0..255.
+      cam: (S, S) the map, in [0, 1].
+      crop: the model saw ImageNet's centre crop of the image (:func:`center_crop`): the map
+        covers that square only, so it is drawn there and the rest of the image, which the
+        model never saw, is shown dimmed. Otherwise the map covers the whole image.
+
+    Returns:
+      (H, W, 3) uint8 RGB.
+    """
+    h, w = original.shape[:2]
+    image = _unit(original)
+    cam = np.asarray(cam, np.float32)
+    if not crop:
+        big = cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR)
+        return show_cam_on_image(image, big, use_rgb=True)
+    top, left, bh, bw = center_crop_box(h, w, cam.shape[0])
+    y0, x0 = int(round(top)), int(round(left))
+    y1, x1 = min(h, int(round(top + bh))), min(w, int(round(left + bw)))
+    out = np.round(image * np.float32(0.35 * 255)).astype(np.uint8)
+    box = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    out[y0:y1, x0:x1] = show_cam_on_image(image[y0:y1, x0:x1], box, use_rgb=True)
+    return out
+
+
 def write_pictures(p: Pictures, name: str, original: np.ndarray, small: np.ndarray,
                    label: int | None, maps: np.ndarray, logits: np.ndarray,
-                   extra: Sequence[np.ndarray]) -> None:
+                   extra: Sequence[np.ndarray], crop: bool = False) -> None:
     """Write one image's pictures.
 
     Args:
@@ -90,16 +119,15 @@ def write_pictures(p: Pictures, name: str, original: np.ndarray, small: np.ndarr
       maps: (K, S, S) float maps of the explained exits.
       logits: (K, C) their logits.
       extra: (K, S, S) maps of each compared method.
+      crop: ``small`` is ImageNet's centre crop of ``original`` (see
+        :func:`overlay_on_original`).
 
     Raises:
       OSError: a picture could not be encoded or written.
     """
     if p.overlay:
-        h, w = original.shape[:2]
-        big = cv2.resize(np.asarray(maps[p.cam_pos], np.float32), (w, h),
-                         interpolation=cv2.INTER_LINEAR)
-        write_png(p.out / f"{name}_cam.png", show_cam_on_image(_unit(original), big,
-                                                               use_rgb=True))
+        write_png(p.out / f"{name}_cam.png",
+                  overlay_on_original(original, maps[p.cam_pos], crop))
     if p.grid:
         probs = softmax(logits)
         pred = logits.argmax(-1)

@@ -77,6 +77,7 @@ class _Prepared:
     error: str | None = None
     seconds: float = 0.0
     version: str = ""
+    crop: bool = False
 
 
 def _prepare(inputs: Inputs, i: int, prep: Preprocessing, classes: Mapping[str, int],
@@ -99,10 +100,11 @@ def _prepare(inputs: Inputs, i: int, prep: Preprocessing, classes: Mapping[str, 
                              f"name (or the data set's label); {inputs.class_name(i)!r} is not "
                              f"one of {shown}", seconds=time.perf_counter() - start,
                              version=version)
-        small = preprocess(original, prep, inputs.crop(i))
+        crop = prep.crop if inputs.crop(i) is None else bool(inputs.crop(i))
+        small = preprocess(original, prep, crop)
         return _Prepared(i, small, -1 if label is None else label,
                          original if keep_original else None, original.shape[:2],
-                         seconds=time.perf_counter() - start, version=version)
+                         seconds=time.perf_counter() - start, version=version, crop=crop)
     except Exception as exc:  # noqa: BLE001 - a bad input is recorded, never fatal
         reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         return _Prepared(i, error=reason, seconds=time.perf_counter() - start, version=version)
@@ -186,7 +188,7 @@ def _writer(q: queue.Queue, ctx: ShardContext, inputs: Inputs, pictures: Picture
                     try:
                         write_pictures(pictures, inputs.names[i], prep.original, prep.small,
                                        None if prep.label < 0 else prep.label, maps, logits,
-                                       extra)
+                                       extra, crop=prep.crop)
                     except OSError as exc:
                         raise OutputError(ctx.out, f"cannot write the pictures of "
                                                    f"{inputs.names[i]}", exc) from None
