@@ -43,9 +43,13 @@ def bias_layers(model: nnx.Module) -> tuple[list[LayerPath], list[jax.Array]]:
 def _scaled_channels(values: jax.Array, size: tuple[int, int]) -> jax.Array:
     """pytorch-grad-cam's ``scale_accross_batch_and_channels``, summed over channels: each
     ``(b, c)`` map of ``(B, h, w, C)`` min-max scaled, resized to ``size`` and the channels
-    added up, ``(B, H, W)``."""
+    added up, ``(B, H, W)``.
+
+    Bilinear resizing is linear and the same for every channel, so the channels are added
+    before resizing (one map per image instead of C): equal up to rounding, and C times less
+    work (1280 channels at 224 px was most of FullGrad's time)."""
     maps = jnp.moveaxis(values, -1, 1)  # (B, C, h, w)
-    return jnp.sum(resize_bilinear(minmax_normalize(maps), size), axis=1)
+    return resize_bilinear(jnp.sum(minmax_normalize(maps), axis=1), size)
 
 
 def fullgrad_from_gradients(images: jax.Array, input_gradients: jax.Array,
