@@ -1,9 +1,10 @@
 """The jitted multi-exit computation: every exit from one forward and one backward pass.
 
-Each exit k's score depends only on its own classifier input ``f_k``, so the gradient of the sum
-of all exits' scores with respect to ``(f_1, ..., f_K)`` holds each exit's own gradient; and since
-the ``f_k`` are the variables of differentiation, the backward pass runs through the classifier
-heads only, never the backbone.
+The adapter (:class:`jaxcam.adapters.exits.ExitAdapter`) runs the model once with each explained
+exit's classifier head fed ``f_k + delta_k`` and the rest of the network ``f_k``; score_k
+depends on ``delta_k`` through head k alone, so the gradient of the sum of all exits' scores
+with respect to ``(delta_1, ..., delta_K)`` holds each exit's own gradient ``d score_k / d f_k``,
+and the backward pass runs through the heads only, never the backbone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from jaxcam._layout import image_size
 from jaxcam._pipeline import Options
 from jaxcam.extend import fast_strided_conv_grads
+from jaxcam.methods.layer._common import maps_layout
 from jaxcam.postprocess import postprocess
 from jaxcam.targets import TargetSpec, target_scores
 
@@ -28,9 +30,10 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
     """The whole computation of one explain_exits call (jitted by the caller).
 
     Args:
-      adapter: the multi-exit model's adapter (static; ``adapter.model(state)`` is the model;
-        a :class:`jaxcam._layout.MapAdapter` also gives the images' layout and each exit
-        feature's map, ``to_map``).
+      adapter: the multi-exit model's adapter (static; a
+        :class:`jaxcam.adapters.exits.ExitAdapter`, whose ``exit_forward`` runs the model;
+        seen through a :class:`jaxcam._layout.MapAdapter`, which gives the images' layout and
+        each exit feature's map, ``to_map``).
       exits: the explained exits (static).
       opts: the options (static; an activation-gradient method).
       spec: the target spec (static).
@@ -42,37 +45,67 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
     Returns:
       (K, B, H, W) maps, (K, B, classes) logits and ``all(isfinite(images))``.
     """
-    model = adapter.model(state)
     finite = jnp.all(jnp.isfinite(images))
-    features = model.exit_features(images)
-    selected = [features[k] for k in exits]
     method, options = opts.method, dict(opts.method_options)
 
-    def total_score(selected: list[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
-        logits = [model.classify(k, f) for k, f in zip(exits, selected, strict=True)]
+    def exit_scores(logits: list[jax.Array]) -> jax.Array:
         scores = [target_scores(spec, out, None if classes is None else classes[i])
                   for i, out in enumerate(logits)]
-        return sum(jnp.sum(s) for s in scores), logits
+        return sum(jnp.sum(s) for s in scores)
 
     if not method.uses_gradients:
-        grads = [None] * len(selected)
-        logits = [model.classify(k, f) for k, f in zip(exits, selected, strict=True)]
+        selected, logits = adapter.exit_forward(state, images, exits)
+        grads: list[Any] = [None] * len(selected)
     else:
+        shapes = jax.eval_shape(lambda: adapter.exit_forward(state, images, exits)[0])
+        deltas = [jnp.zeros(s.shape, s.dtype) for s in shapes]
+
+        def total_score(deltas: list[jax.Array]) -> tuple[jax.Array, tuple[list, list]]:
+            selected, logits = adapter.exit_forward(state, images, exits, deltas)
+            return exit_scores(logits), (selected, logits)
+
         # The heads' strided convolutions get a faster input gradient on XLA:CPU (see
         # jaxcam.extend.conv_grad); the result is the same.
-        grads, logits = jax.grad(fast_strided_conv_grads(total_score), has_aux=True)(selected)
+        grads, (selected, logits) = jax.grad(fast_strided_conv_grads(total_score),
+                                             has_aux=True)(deltas)
     size = image_size(images.shape, getattr(adapter, "layout", "NHWC"))
     to_map = getattr(adapter, "to_map", None)
     if to_map is not None:  # the exit features as (B, h, w, C) maps, gradients through them
         batch = images.shape[0]
-        names = [f"exit {k}" for k in exits]
+        names = [adapter.exit_label(k) for k in exits]
+        if getattr(adapter, "heads", None) is not None and adapter.transform is None:
+            for a, name in zip(selected, names, strict=True):
+                _check_head_input(a, name, batch, adapter.layout)
         grads = [None if g is None else adapter.map_gradient(a, g, n, batch)
                  for a, g, n in zip(selected, grads, names, strict=True)]
         selected = [to_map(a, n, batch) for a, n in zip(selected, names, strict=True)]
-    maps = [postprocess([method.fn(a, g, eigen_smooth=opts.eigen_smooth, **options)],
-                        size, relu=opts.relu, normalize=opts.normalize, resize=opts.resize)
-            for a, g in zip(selected, grads, strict=True)]
+    # The maps are (B, h, w, C) by construction: the methods read them as such.
+    with maps_layout("NHWC"):
+        maps = [postprocess([method.fn(a, g, eigen_smooth=opts.eigen_smooth, **options)],
+                            size, relu=opts.relu, normalize=opts.normalize, resize=opts.resize)
+                for a, g in zip(selected, grads, strict=True)]
+    sizes = sorted({tuple(m.shape[1:]) for m in maps})
+    if len(sizes) > 1:  # only without resize
+        raise ValueError(f"with resize=False the exits' maps keep their own sizes, here "
+                         f"{', '.join('x'.join(map(str, s)) for s in sizes)}, which cannot be "
+                         f"stacked; explain the exits of one size together (exits=[...]) or "
+                         f"keep resize=True")
     return jnp.stack(maps), jnp.stack(logits), finite
+
+
+def _check_head_input(features: jax.Array, name: str, batch: int, layout: str) -> None:
+    """Refuse a named head whose input is no feature map (and no reshape_transform given),
+    naming the fix; tokens are left to :meth:`jaxcam._layout.MapAdapter.to_map`, whose message
+    names the transform to pass."""
+    shape = tuple(features.shape)
+    if (len(shape) == 4 and shape[0] == batch) or len(shape) == 3:
+        return
+    order = "(B, h, w, C)" if layout == "NHWC" else "(B, C, h, w)"
+    raise ValueError(
+        f"{name} takes {shape}, not a {order} feature map of the batch of {batch}: name as the "
+        f"exit's head the module / layer whose input is the feature map (e.g. the head block "
+        f"that starts with the pooling, not its final linear layer), or a (first, last) pair "
+        f"of them, or pass a reshape_transform giving the map")
 
 
 # Shared by every explain_exits call: a model of the same structure compiles once.

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxcam import registry
 from jaxcam.adapters import ModelAdapter
 from jaxcam.extend import fast_strided_conv_grads
+from jaxcam.methods.layer._common import maps_layout
 from jaxcam.postprocess import attribution_maps, minmax_normalize, postprocess
 from jaxcam.registry import InputProbe, LayerProbe, Method
 from jaxcam.targets import TargetSpec, target_scores
@@ -190,7 +191,8 @@ _BY_KIND = {"activation_gradient": _activation_gradient_maps,
 def _maps(adapter: ModelAdapter, opts: Options, spec: TargetSpec, state: Any, x: jax.Array,
           classes: jax.Array | None, key: jax.Array) -> tuple[jax.Array, Any]:
     """(B, H, W) maps for one batch of (possibly augmented) images, and the model output."""
-    return _BY_KIND[opts.method.kind](adapter, opts, spec, state, x, classes, key)
+    with maps_layout("NHWC"):  # the maps handed to the methods are channels-last here
+        return _BY_KIND[opts.method.kind](adapter, opts, spec, state, x, classes, key)
 
 
 # pytorch-grad-cam's aug_smooth: ttach's HorizontalFlip x Multiply([0.9, 1, 1.1]).

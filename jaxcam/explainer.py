@@ -267,12 +267,19 @@ class ExitExplainer(PreparedExplainer):
         explainer.update(msdnet)                         # after training it further
 
     Args:
-      model: the multi-exit model (:class:`jaxcam.adapters.MultiExitModel`:
-        ``exit_features(x) -> [f_1, ..., f_K]`` and ``classify(k, f_k) -> logits``, e.g.
-        ``msdnet_flax.MSDNet``), or an NNX model's ``nnx.split(model)`` pair. An NNX model is
-        evaluated in eval mode on a copy.
+      model: the multi-exit model: a :class:`jaxcam.adapters.MultiExitModel`
+        (``exit_features(x) -> [f_1, ..., f_K]`` and ``classify(k, f_k) -> logits``, e.g.
+        ``msdnet_flax.MSDNet``) or an NNX one's ``nnx.split(model)`` pair, evaluated in eval
+        mode on a copy; or a ``torch.nn.Module`` (run as JAX through torchax, NCHW images) or a
+        Keras 3 model on JAX, whose exits are named by their classifier heads (``exits``).
       method: a multi-exit method (:data:`jaxcam.EXIT_METHODS`).
-      exits: which exits (default all), as indices.
+      exits: a MultiExitModel's exits to explain (default all), as indices. For a PyTorch or
+        Keras model, each exit's classifier head, in exit order (required): module / layer
+        names (``["classifiers.0", "classifiers.1"]``), the modules / layers themselves, or a
+        ``(first, last)`` pair for a head of several layers. Exit k's features are its head's
+        input, its logits the head's output, and its map is ``d score_k / d features`` through
+        that head alone (later exits fed the same features do not leak into it); whatever the
+        model's forward returns is not used.
       relu, normalize, resize, eigen_smooth: as in :func:`jaxcam.explain`.
       check_finite: raise if the images hold NaN or inf. NumPy images are checked on the host
         before the call; a ``jax.Array``'s check is computed with the maps and read when the call
@@ -297,7 +304,7 @@ class ExitExplainer(PreparedExplainer):
             raise ValueError(f"explain_exits supports the activation-gradient methods "
                              f"{', '.join(registry.names(multi_exit=True))}; got "
                              f"{record.name!r} (use jaxcam.explain for it)")
-        adapter, state, n_exits = make_exit_adapter(model)
+        adapter, state, n_exits, exits = make_exit_adapter(model, exits)
         adapter, self._explicit_layout = with_view(adapter, layout, reshape_transform, exits=True)
         self._resized = resize
         super().__init__(adapter, state, check_finite)
@@ -332,7 +339,8 @@ class ExitExplainer(PreparedExplainer):
         """Maps of the requested exits.
 
         Args:
-          images: (B, H, W, C) float images (NumPy, JAX or a DLPack tensor).
+          images: (B, H, W, C) float images (NumPy, JAX or a DLPack tensor); (B, C, H, W)
+            for a PyTorch model or ``layout="NCHW"``.
           targets: None (each exit's own top class), an int or (B,) classes for every exit,
             (K, B) classes per exit, or a callable mapping one exit's logits to (B,) scores.
           return_logits: also return the (K, B, num_classes) logits of the requested exits.
@@ -351,8 +359,7 @@ class ExitExplainer(PreparedExplainer):
         check_image_layout(images.shape, self._adapter.layout, self._explicit_layout)
         if self._n_exits is None:  # trace once, abstractly, to count the exits
             adapter, state = self._adapter, self._state
-            self._set_exit_count(len(jax.eval_shape(
-                lambda x: adapter.model(state).exit_features(x), images)))
+            self._set_exit_count(adapter.count_exits(state, images))
         exits = self.exits
         spec, classes = prepare_exit_targets(targets, len(exits), images.shape[0])
         maps, logits, finite = jitted(exits, self._opts, spec, self._state, images, classes)
@@ -373,7 +380,10 @@ def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str =
 
     Works for any model exposing ``exit_features(x) -> [f_1, ..., f_K]`` (each exit's classifier
     input, NHWC) and ``classify(k, f_k) -> logits`` (e.g. ``msdnet_flax.MSDNet``); an NNX model is
-    evaluated in eval mode on a copy. Exit k's map explains ``classify(k, .)`` at ``f_k``.
+    evaluated in eval mode on a copy. Exit k's map explains ``classify(k, .)`` at ``f_k``. A
+    PyTorch or Keras model's exits are named by their classifier heads instead
+    (``exits=["classifiers.0", "classifiers.1", ...]``): exit k's map explains head k at its
+    input.
 
     An NNX model's structure is split once per model object and re-checked cheaply on each call
     (its current weights are always read, so in-place training is seen; see
@@ -381,12 +391,14 @@ def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str =
     10% of a prepared :class:`ExitExplainer` (benchmarks/RESULTS.md).
 
     Args:
-      model: the multi-exit model, or an NNX model's ``nnx.split`` pair.
+      model: the multi-exit model (see :class:`ExitExplainer`): a MultiExitModel or an NNX
+        one's ``nnx.split`` pair, or a PyTorch or Keras model with ``exits`` naming its heads.
       images: (B, H, W, C) float images.
       targets: None (each exit's own top class), an int or (B,) classes for every exit, (K, B)
         classes per exit, or a callable mapping one exit's logits to (B,) scores.
       method: a multi-exit method (:data:`jaxcam.EXIT_METHODS`).
-      exits: which exits (default all), as indices.
+      exits: which exits (default all), as indices; for a PyTorch or Keras model, each exit's
+        classifier head (see :class:`ExitExplainer`).
       relu, normalize, resize, eigen_smooth: as in :func:`jaxcam.explain`.
       check_finite: raise if the images hold NaN or inf (see :class:`ExitExplainer`).
       return_logits: also return the (K, B, num_classes) logits of the requested exits.

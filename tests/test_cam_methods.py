@@ -256,7 +256,8 @@ def test_methods_accept_torch_tensors_that_require_grad(rng: np.random.Generator
     torch_activations = torch.from_numpy(to_nchw(activations)).requires_grad_(True)
     torch_gradients = torch.from_numpy(to_nchw(gradients))
     # The NCHW -> NHWC permute is a non-contiguous view, as an adapter would produce.
-    cam = gradcam(torch_activations.permute(0, 2, 3, 1), torch_gradients.permute(0, 2, 3, 1))
+    cam = gradcam(torch_activations.permute(0, 2, 3, 1), torch_gradients.permute(0, 2, 3, 1),
+                  layout="NHWC")
     np.testing.assert_allclose(cam, gradcam(activations, gradients), atol=1e-6)
 
 

@@ -200,9 +200,11 @@ def test_method_functions_take_pytorch_tensors(twins, rng):
     x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
     classes = rng.integers(0, 10, size=2)
     acts, grads = _hooked(twin, INNER_LAYER, INNER_EXIT, x, classes)
-    raw = np.asarray(gradcam(acts.permute(0, 2, 3, 1), grads.permute(0, 2, 3, 1)))
     ref = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1).numpy()
-    np.testing.assert_allclose(raw, ref, atol=1e-5 * np.abs(ref).max())
+    # As hooked (NCHW), the framework's own layout; and permuted, said explicitly.
+    for raw in (gradcam(acts, grads),
+                gradcam(acts.permute(0, 2, 3, 1), grads.permute(0, 2, 3, 1), layout="NHWC")):
+        np.testing.assert_allclose(np.asarray(raw), ref, atol=1e-5 * np.abs(ref).max())
 
 
 def test_gradcam_on_full_cifar10_anytime(rng):

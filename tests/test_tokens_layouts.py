@@ -5,8 +5,13 @@
   with its documented ViT ``reshape_transform`` (1e-4).
 * A layer that is not a (B, h, w, C) map without a transform is an error naming the fix.
 * ``layout="NCHW"``: a function pair given NCHW images against the same pair in NHWC and a
-  hand-written ``jax.grad`` Grad-CAM; ``jaxcam.methods.gradcam(..., layout="NCHW")`` on tensors
-  hooked from a PyTorch CNN against pytorch-grad-cam.
+  hand-written ``jax.grad`` Grad-CAM.
+* The pure methods' ``layout=None`` rule (``jaxcam.methods.layer.LAYOUT_RULE``): torch tensors
+  hooked from a PyTorch CNN give pytorch-grad-cam's maps (1e-4) with no layout; the same as
+  NumPy arrays are refused with both readings and the fix named, read right with
+  ``layout="NCHW"``; an explicit layout is never second-guessed; square NHWC maps pass silently,
+  square NCHW NumPy maps and permuted (channels-last) torch views are refused; the explain
+  pipelines pass their layout, so a channels-first-looking NHWC layer map never trips the check.
 * Unknown keywords at every entry point are a ``TypeError`` naming the valid ones.
 
 Inputs are random and fresh each run (the ``rng`` fixture prints its seed).
@@ -328,8 +333,9 @@ class TorchCNN(torch.nn.Module):
         return self.fc(self.body(self.stem(x)).mean((2, 3)))
 
 
-@pytest.mark.parametrize("method", list(PGC))
-def test_methods_on_nchw_tensors_hooked_from_pytorch(rng, method):
+def hooked_from_pytorch(rng, method):
+    """A random TorchCNN's activations and gradients at ``body[2]`` as pytorch-grad-cam hooks
+    them (torch tensors, (B, C, h, w) = (4, 24, 20, 24)), with its raw and final maps."""
     torch.manual_seed(int(rng.integers(0, 2**31)))
     model = TorchCNN().eval()
     with torch.no_grad():
@@ -344,20 +350,128 @@ def test_methods_on_nchw_tensors_hooked_from_pytorch(rng, method):
     cam = PGC[method](model=model, target_layers=[layer])
     with cam:
         ref_maps = cam(input_tensor=torch.from_numpy(x), targets=targets)
-        acts = cam.activations_and_grads.activations[0].numpy()
-        grads = cam.activations_and_grads.gradients[0].numpy()
-        ref_raw = cam.get_cam_image(torch.from_numpy(x), layer, targets, acts, grads, False)
-    assert acts.shape == (4, 24, 20, 24)  # (B, C, h, w) as hooked
+        acts = cam.activations_and_grads.activations[0]
+        grads = cam.activations_and_grads.gradients[0]
+        ref_raw = cam.get_cam_image(torch.from_numpy(x), layer, targets, acts.numpy(),
+                                    grads.numpy(), False)
+    assert isinstance(acts, torch.Tensor) and acts.shape == (4, 24, 20, 24)  # (B, C, h, w)
+    return acts, grads, ref_raw, ref_maps
+
+
+@pytest.mark.parametrize("method", list(PGC))
+def test_methods_on_nchw_tensors_hooked_from_pytorch(rng, method):
+    acts, grads, ref_raw, ref_maps = hooked_from_pytorch(rng, method)
     fn = getattr(jaxcam.methods, method)
-    raw = fn(acts, grads, layout="NCHW")
-    assert raw.shape == (4, 20, 24)
     scale = np.abs(ref_raw).max()
+    # Torch tensors as hooked, no layout: PyTorch's own order, NCHW.
+    raw = fn(acts, grads)
+    assert raw.shape == (4, 20, 24)
     np.testing.assert_allclose(np.asarray(raw) / scale, ref_raw / scale, atol=1e-5)
     np.testing.assert_allclose(np.asarray(postprocess([raw], (40, 48))), ref_maps, atol=1e-4)
-    # The same tensors read as NHWC (the default) are something else entirely.
-    assert fn(acts, grads).shape == (4, 24, 20)
+    # The same as NumPy arrays carry no convention: without a layout they are refused (read as
+    # NHWC they would be a 24x20 map of 24 channels), with layout="NCHW" they are the same map.
+    acts_np, grads_np = acts.numpy(), grads.numpy()
+    with pytest.raises(ValueError, match=r"activations of shape \(4, 24, 20, 24\) is ambiguous: "
+                                         r"read as NHWC it is a 24x20 map of 24 channels, read "
+                                         r"as NCHW a 20x24 map of 24 channels\. Pass "
+                                         r"layout='NCHW' .* or layout='NHWC' to confirm"):
+        fn(acts_np, grads_np)
+    np.testing.assert_allclose(np.asarray(fn(acts_np, grads_np, layout="NCHW")),
+                               np.asarray(raw), rtol=1e-6, atol=1e-6 * scale)
+    # An explicit layout is never second-guessed, even a wrong one, on NumPy or torch inputs.
+    assert fn(acts_np, grads_np, layout="NHWC").shape == (4, 24, 20)
+    assert fn(acts, grads, layout="NHWC").shape == (4, 24, 20)
+    # Channels-last copies, read with layout="NHWC": the same map.
+    nhwc_np = (np.transpose(acts_np, (0, 2, 3, 1)), np.transpose(grads_np, (0, 2, 3, 1)))
+    np.testing.assert_allclose(np.asarray(fn(*nhwc_np, layout="NHWC")), np.asarray(raw),
+                               rtol=1e-6, atol=1e-6 * scale)
     with pytest.raises(ValueError, match="layout must be 'NHWC'"):
         fn(acts, grads, layout="CHW")
+
+
+def test_square_layouts_without_a_layout(rng):
+    """The rule on square maps: NHWC (B, s, s, C) arrays are accepted silently, channels-first
+    (B, C, s, s) NumPy arrays refused, torch tensors read as NCHW unless plainly channels-last."""
+    acts = rng.standard_normal((2, 24, 7, 7)).astype(np.float32)  # (B, C, s, s)
+    grads = rng.standard_normal((2, 24, 7, 7)).astype(np.float32)
+    nchw_map = np.asarray(jaxcam.methods.gradcam(acts, grads, layout="NCHW"))
+    nhwc = (np.transpose(acts, (0, 2, 3, 1)), np.transpose(grads, (0, 2, 3, 1)))  # (2, 7, 7, 24)
+    for name in ["gradcam", "hirescam", "layercam", "eigencam", "fem", "randomcam"]:
+        fn = getattr(jaxcam.methods.layer, name)
+        extra = {"key": jax.random.key(0)} if name == "randomcam" else {}
+        silent = np.asarray(fn(*nhwc, **extra))  # no layout: square NHWC maps are plain
+        np.testing.assert_array_equal(silent, np.asarray(fn(*nhwc, layout="NHWC", **extra)))
+        assert silent.shape == (2, 7, 7)
+        with pytest.raises(ValueError, match=r"of shape \(2, 24, 7, 7\) is ambiguous.*\(square, "
+                                             r"as channels-first maps hooked from PyTorch are\)"):
+            fn(acts, grads, **extra)
+        np.testing.assert_allclose(np.asarray(fn(acts, grads, layout="NCHW", **extra)), silent,
+                                   rtol=1e-5, atol=1e-5 * np.abs(silent).max())
+    # More channels than either side (no square): NHWC, silently.
+    wide = rng.standard_normal((2, 5, 6, 32)).astype(np.float32)
+    assert jaxcam.methods.gradcam(wide, wide).shape == (2, 5, 6)
+    # torch: NCHW by convention; a channels-last (permuted) view of square maps is refused.
+    t_acts, t_grads = torch.from_numpy(acts), torch.from_numpy(grads)
+    np.testing.assert_allclose(np.asarray(jaxcam.methods.gradcam(t_acts, t_grads)), nchw_map,
+                               rtol=1e-6, atol=1e-6)
+    view = (t_acts.permute(0, 2, 3, 1), t_grads.permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match=r"torch\.Tensor of shape \(2, 7, 7, 24\), which looks "
+                                         r"channels-last.*Pass layout='NHWC'"):
+        jaxcam.methods.gradcam(*view)
+    np.testing.assert_allclose(np.asarray(jaxcam.methods.gradcam(*view, layout="NHWC")),
+                               nchw_map, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"different layouts \(activations as NCHW, gradients "
+                                         r"as NHWC"):
+        jaxcam.methods.gradcam(t_acts, nhwc[1])
+    with pytest.raises(ValueError, match=r"torch\.Tensor of shape \(2, 50, 24\): tokens"):
+        jaxcam.methods.gradcam(torch.zeros(2, 50, 24), torch.zeros(2, 50, 24))
+
+
+def _channels_first_looking_pair(rng):
+    """A function pair whose NHWC layer map (B, 8, 4, 4) -- 8x4 pixels, 4 channels -- would be
+    refused as ambiguous if the pipeline did not say its layout."""
+    w = jnp.asarray(rng.standard_normal((3, 4)).astype(np.float32))
+    head = jnp.asarray(rng.standard_normal((4, 5)).astype(np.float32))
+
+    def features(x):  # (B, 16, 8, 3) -> (B, 8, 4, 4)
+        b, h, wd, c = x.shape
+        return jnp.tanh(x.reshape(b, h // 2, 2, wd // 2, 2, c).mean((2, 4)) @ w)
+
+    def classify(a):
+        return jnp.mean(a, axis=(1, 2)) @ head + jnp.sum(a ** 2, axis=(1, 2)) @ head * 0.1
+
+    return features, classify
+
+
+def test_pipelines_pass_their_layout_to_the_methods(rng):
+    features, classify = _channels_first_looking_pair(rng)
+    x = rng.standard_normal((2, 16, 8, 3)).astype(np.float32)
+    classes = rng.integers(0, 5, 2)
+    acts = features(jnp.asarray(x))
+    assert acts.shape == (2, 8, 4, 4)
+    grads = jax.grad(lambda a: jnp.sum(classify(a)[jnp.arange(2), classes]))(acts)
+    with pytest.raises(ValueError, match="is ambiguous"):  # the same arrays, called by hand
+        jaxcam.methods.gradcam(acts, grads)
+    ref = jaxcam.methods.gradcam(acts, grads, layout="NHWC")
+    for method in ["gradcam", "layercam", "eigencam", "scorecam"]:
+        got = jaxcam.explain((features, classify), x, targets=classes, method=method,
+                             relu=False, normalize=False, resize=False)
+        assert got.shape == (2, 8, 4)
+        if method == "gradcam":
+            np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+    class Exits:
+        num_exits = 1
+
+        def exit_features(self, x):
+            return [features(x)]
+
+        def classify(self, k, f):
+            return classify(f)
+
+    got = jaxcam.explain_exits(Exits(), x, targets=classes, relu=False, normalize=False,
+                               resize=False)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(ref), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

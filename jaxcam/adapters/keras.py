@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -30,13 +30,32 @@ import jax.numpy as jnp
 
 from jaxcam.adapters._tap import Edit, LayerPath, Recorder, unknown_layer_error
 
-__all__ = ["KerasAdapter", "is_keras_model", "keras_layer_name", "keras_layer_paths"]
+__all__ = ["KerasAdapter", "check_model", "is_keras_model", "keras_head_wrappers",
+           "keras_layer_name", "keras_layer_paths", "keras_layers", "keras_values",
+           "new_keras_values", "run_keras"]
 
 def is_keras_model(model: Any) -> bool:
     """Whether ``model`` is a Keras 3 ``keras.Model`` (without importing keras when it is not
     imported already)."""
     keras = sys.modules.get("keras")
     return keras is not None and hasattr(keras, "Model") and isinstance(model, keras.Model)
+
+
+def check_model(model: Any) -> str:
+    """Check that Keras runs on JAX and ``model`` is built; return its native layout.
+
+    Returns:
+      ``"NCHW"`` under Keras's ``channels_first`` image data format, else ``"NHWC"``.
+
+    Raises:
+      RuntimeError: Keras runs on another backend than JAX.
+      ValueError: an unbuilt model.
+    """
+    keras = _check_backend()
+    if not model.built:
+        raise ValueError("the Keras model is not built; call it once on images (or "
+                         "model.build(input_shape)) before explaining it")
+    return "NCHW" if keras.config.image_data_format() == "channels_first" else "NHWC"
 
 
 def _check_backend() -> Any:
@@ -59,6 +78,11 @@ def _walk(model: Any, prefix: LayerPath = ()) -> Iterator[tuple[LayerPath, Any]]
         yield path, layer
         if hasattr(layer, "layers"):
             yield from _walk(layer, path)
+
+
+def keras_layers(model: Any) -> list[tuple[LayerPath, Any]]:
+    """Every layer of ``model`` with its path (``outer/inner`` inside nested models)."""
+    return list(_walk(model))
 
 
 def keras_layer_paths(model: Any) -> list[LayerPath]:
@@ -120,16 +144,12 @@ class KerasAdapter:
           ValueError: an unbuilt model, or a layer that does not exist (the message lists
             those that do).
         """
-        keras = _check_backend()
-        if not model.built:
-            raise ValueError("the Keras model is not built; call it once on images (or "
-                             "model.build(input_shape)) before explaining it")
-        native = "NCHW" if keras.config.image_data_format() == "channels_first" else "NHWC"
+        native = check_model(model)
         available = keras_layer_paths(model)
         for layer in layers:
             if layer not in available:
                 raise unknown_layer_error(layer, available)
-        return cls(model, tuple(layers), native), _values(model)
+        return cls(model, tuple(layers), native), keras_values(model)
 
     def forward(self, state: Any, images: jax.Array, edits: Sequence[Edit] | None = None
                 ) -> tuple[Any, list[jax.Array]]:
@@ -144,36 +164,20 @@ class KerasAdapter:
           The model output and the tapped layers' outputs as they are (before ``edits``).
         """
         recorder = Recorder(self.layers, edits or [lambda a: a] * len(self.layers))
-        tapped = []
-        for path in self.layers:
-            layer = _layer(self.model, path)
-            if "call" in vars(layer):
-                raise RuntimeError(f"layer {'/'.join(path)!r} is already being tapped (a trace "
-                                   "of this model is running in another thread)")
-            tapped.append((layer, path))
 
-        def wrap(call: Any, path: LayerPath) -> Any:
-            def tapped_call(*args: Any, **kwargs: Any) -> Any:
-                value = call(*args, **kwargs)
-                if not isinstance(value, jax.Array):
-                    raise TypeError(f"layer {'/'.join(path)!r} returns {type(value).__name__}, "
-                                    "not an array; choose a layer whose output is a single "
-                                    "feature map")
-                return recorder.record(path, value)
-            return tapped_call
+        def wrap(path: LayerPath) -> Callable[[Any], Any]:
+            def wrapper(call: Any) -> Any:
+                def tapped_call(*args: Any, **kwargs: Any) -> Any:
+                    value = call(*args, **kwargs)
+                    if not isinstance(value, jax.Array):
+                        raise TypeError(f"layer {'/'.join(path)!r} returns "
+                                        f"{type(value).__name__}, not an array; choose a layer "
+                                        "whose output is a single feature map")
+                    return recorder.record(path, value)
+                return tapped_call
+            return wrapper
 
-        trainable, non_trainable = state
-        try:
-            for layer, path in tapped:
-                # An instance attribute shadows the class's call; Layer.__setattr__ would try to
-                # track it, object's does not.
-                object.__setattr__(layer, "call", wrap(layer.call, path))
-            output, _ = self.model.stateless_call(list(trainable), list(non_trainable), images,
-                                                  training=False)
-        finally:
-            for layer, _ in tapped:
-                if "call" in vars(layer):
-                    object.__delattr__(layer, "call")
+        output = run_keras(self.model, state, images, [(path, wrap(path)) for path in self.layers])
         return output, recorder.collected()
 
     def check_call(self, state: Any, images: jax.Array) -> None:
@@ -187,26 +191,120 @@ class KerasAdapter:
           TypeError: neither, or both.
           ValueError: weights of other shapes.
         """
-        if (model is None) == (variables is None):
-            raise TypeError("a Keras explainer's update takes the model (a keras.Model of the "
-                            "same structure) or variables=(trainable values, non-trainable "
-                            "values), one of them")
-        if model is not None:
-            if not is_keras_model(model):
-                raise TypeError(f"update takes a keras.Model, got {type(model).__name__}")
-            new = _values(model)
-        else:
-            trainable, non_trainable = variables
-            new = ([jnp.asarray(v) for v in trainable], [jnp.asarray(v) for v in non_trainable])
-        old = _values(self.model)
-        if jax.tree.map(jnp.shape, old) != jax.tree.map(jnp.shape, new):
-            raise ValueError("the new weights do not fit this explainer: their shapes differ "
-                             "from the model's it was built for; build a new explainer for the "
-                             "new model")
-        return new
+        return new_keras_values(self.model, model, variables)
 
 
-def _values(model: Any) -> tuple[list[jax.Array], list[jax.Array]]:
+def run_keras(model: Any, state: Any, images: jax.Array,
+              wrappers: Sequence[tuple[LayerPath, Callable[[Any], Any]]]) -> Any:
+    """``model``'s output on ``images``, run statelessly on the values ``state``, with some
+    layers' ``call`` wrapped for the duration of the call.
+
+    Args:
+      model: the ``keras.Model``.
+      state: (trainable values, non-trainable values).
+      images: its input.
+      wrappers: ``(layer path, wrap)``: the layer's ``call`` is replaced by ``wrap(call)`` (an
+        instance attribute shadowing the class's method, deleted in a ``finally``). A layer may
+        be listed twice: the second wrapper wraps the first.
+
+    Returns:
+      The model's output.
+
+    Raises:
+      RuntimeError: a layer that is being tapped already (a trace in another thread).
+    """
+    layers = []
+    for path, wrap in wrappers:
+        layer = _layer(model, path)
+        if "call" in vars(layer):
+            raise RuntimeError(f"layer {'/'.join(path)!r} is already being tapped (a trace "
+                               "of this model is running in another thread)")
+        layers.append((layer, wrap))
+    trainable, non_trainable = state
+    try:
+        for layer, wrap in layers:
+            # An instance attribute shadows the class's call; Layer.__setattr__ would try to
+            # track it, object's does not.
+            object.__setattr__(layer, "call", wrap(layer.call))
+        output, _ = model.stateless_call(list(trainable), list(non_trainable), images,
+                                         training=False)
+    finally:
+        for layer, _ in layers:
+            if "call" in vars(layer):
+                object.__delattr__(layer, "call")
+    return output
+
+
+def keras_head_wrappers(heads: Sequence[tuple[LayerPath, LayerPath]], recorder: Any
+                        ) -> list[tuple[LayerPath, Callable[[Any], Any]]]:
+    """The ``call`` wrappers (for :func:`run_keras`) of multi-exit heads.
+
+    Args:
+      heads: each exit's ``(entry, exit)`` layer paths: the entry layer's input is the exit's
+        features, the exit layer's output its logits (the same layer for a one-layer head).
+      recorder: ``recorder.enter(i, x)`` takes exit i's features and returns what the entry
+        layer is fed instead; ``recorder.leave(i, y)`` takes its logits
+        (:class:`jaxcam.adapters.exits.HeadRecorder`).
+
+    Returns:
+      ``(layer path, wrap)`` pairs; only the head's own call sees the entered value, the rest
+      of the network the layer's input as it is.
+    """
+    wrappers: list[tuple[LayerPath, Callable[[Any], Any]]] = []
+    for i, (entry, last) in enumerate(heads):
+        def enter(call: Any, i: int = i, entry: LayerPath = entry) -> Any:
+            def entered(*args: Any, **kwargs: Any) -> Any:
+                if not args or not isinstance(args[0], jax.Array):
+                    raise TypeError(f"head layer {'/'.join(entry)!r} is not called on one "
+                                    "array as its first argument; name a head layer whose "
+                                    "input is the exit's feature map")
+                return call(recorder.enter(i, args[0]), *args[1:], **kwargs)
+            return entered
+
+        def leave(call: Any, i: int = i, last: LayerPath = last) -> Any:
+            def left(*args: Any, **kwargs: Any) -> Any:
+                value = call(*args, **kwargs)
+                if not isinstance(value, jax.Array):
+                    raise TypeError(f"head layer {'/'.join(last)!r} returns "
+                                    f"{type(value).__name__}, not an array of logits")
+                recorder.leave(i, value)
+                return value
+            return left
+
+        wrappers += [(entry, enter), (last, leave)]
+    return wrappers
+
+
+def new_keras_values(reference: Any, model: Any = None, variables: Any = None
+                     ) -> tuple[list[jax.Array], list[jax.Array]]:
+    """New weights for an adapter of the Keras model ``reference``: ``model`` (a Keras model of
+    the same structure, e.g. this one trained further) or ``variables`` ((trainable values,
+    non-trainable values)), checked against ``reference``'s shapes.
+
+    Raises:
+      TypeError: neither, or both.
+      ValueError: weights of other shapes.
+    """
+    if (model is None) == (variables is None):
+        raise TypeError("a Keras explainer's update takes the model (a keras.Model of the "
+                        "same structure) or variables=(trainable values, non-trainable "
+                        "values), one of them")
+    if model is not None:
+        if not is_keras_model(model):
+            raise TypeError(f"update takes a keras.Model, got {type(model).__name__}")
+        new = keras_values(model)
+    else:
+        trainable, non_trainable = variables
+        new = ([jnp.asarray(v) for v in trainable], [jnp.asarray(v) for v in non_trainable])
+    old = keras_values(reference)
+    if jax.tree.map(jnp.shape, old) != jax.tree.map(jnp.shape, new):
+        raise ValueError("the new weights do not fit this explainer: their shapes differ "
+                         "from the model's it was built for; build a new explainer for the "
+                         "new model")
+    return new
+
+
+def keras_values(model: Any) -> tuple[list[jax.Array], list[jax.Array]]:
     """The current values of a model's trainable and non-trainable variables (JAX arrays)."""
     return ([jnp.asarray(v.value) for v in model.trainable_variables],
             [jnp.asarray(v.value) for v in model.non_trainable_variables])

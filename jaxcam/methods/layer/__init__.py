@@ -37,9 +37,16 @@ from jaxcam.methods.layer._fullgrad import bias_layers, fullgrad, fullgrad_from_
 from jaxcam.methods.layer._dff import DeepFeatureFactorization, dff, nmf
 from jaxcam.methods.layer._sess import sess, sess_scales
 # isort: on
-from jaxcam.methods.layer._common import combine_channels, principal_component_projection
+from jaxcam.methods.layer._common import (
+    LAYOUT_RULE,
+    combine_channels,
+    principal_component_projection,
+    resolve_layout,
+)
 
 __all__ = [
+    "LAYOUT_RULE",
+    "resolve_layout",
     "sess_scales",
     "sess",
     "nmf",

@@ -2,15 +2,135 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcam._arrays import as_jax
 
+LAYOUTS = ("NHWC", "NCHW")
 
-def as_float_array(x: Any, name: str, layout: str = "NHWC") -> jax.Array:
+# The layout of the maps the explain pipelines hand to the methods (set by maps_layout).
+_MAPS_LAYOUT: contextvars.ContextVar[str | None] = contextvars.ContextVar("jaxcam_maps_layout",
+                                                                          default=None)
+
+LAYOUT_RULE = """\
+Without a layout (``layout=None``, the default) the layout is decided safely, never silently
+wrong on a rank-4 ``(B, a, b, c)`` input:
+
+* a ``torch.Tensor`` is channels-first, PyTorch's own order: read as NCHW (``(B, C, h, w)``)
+  -- unless it is plainly channels-last (``a == b != c``: a square map read the other way, as a
+  ``permute(0, 2, 3, 1)`` view of hooked activations is), which is an error; a rank-3 tensor
+  (tokens ``(B, N, D)`` or a ``(B, C, L)`` map?) is an error too;
+* any other array (NumPy, JAX) is read as NHWC (``(B, h, w, C)``) when that reading is the
+  plausible one: a square map (``a == b``) or more channels than either side (``c > a`` and
+  ``c > b``). Any other shape (``b == c != a``: a square channels-first map; or no square side
+  and ``c`` not the largest) is a ``ValueError`` naming both readings and the fix;
+* an explicit ``layout="NHWC"`` or ``"NCHW"`` is always used as given, never second-guessed.
+"""
+
+
+@contextlib.contextmanager
+def maps_layout(layout: str) -> Iterator[None]:
+    """Inside the block, arrays given to the methods without a layout are read in ``layout``,
+    unchecked: the explain pipelines enter it around their method calls, whose ``(B, h, w, C)``
+    maps are channels-last by construction (a registered method's ``fn`` is not passed a
+    layout).
+
+    Args:
+      layout: ``"NHWC"`` or ``"NCHW"``.
+    """
+    token = _MAPS_LAYOUT.set(_checked(layout))
+    try:
+        yield
+    finally:
+        _MAPS_LAYOUT.reset(token)
+
+
+def _checked(layout: Any) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'NHWC' (channels last), 'NCHW' (channels first, as "
+                         f"hooked from PyTorch) or None (decided from the input, refusing an "
+                         f"ambiguous one); got {layout!r}")
+    return layout
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    """Whether ``x`` is a ``torch.Tensor`` (torch is never imported here)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _default_layout(x: Any, name: str) -> str:
+    """The layout :data:`LAYOUT_RULE` decides for ``x``, or its ValueError."""
+    shape = tuple(int(d) for d in (x.shape if hasattr(x, "shape") else np.shape(x)))
+    if _is_torch_tensor(x):
+        if len(shape) == 3:
+            raise ValueError(
+                f"{name} is a torch.Tensor of shape {shape}: tokens (B, N, D), channels last, "
+                f"or a channels-first (B, C, L) map? Pass layout='NHWC' for channels last or "
+                f"layout='NCHW' for channels first (or bring tokens to a (B, h, w, C) map "
+                f"first, e.g. with jaxcam.reshape.vit())")
+        if len(shape) == 4 and shape[1] == shape[2] != shape[3]:
+            _, a, b, c = shape
+            raise ValueError(
+                f"{name} is a torch.Tensor of shape {shape}, which looks channels-last: read "
+                f"as PyTorch's NCHW it is a {b}x{c} map of {a} channels, read as NHWC a square "
+                f"{a}x{b} map of {c} channels (a permute(0, 2, 3, 1) view?). Pass "
+                f"layout='NHWC' if it is channels last, or layout='NCHW' to confirm channels "
+                f"first (or pass the tensor as hooked, (B, C, h, w))")
+        return "NCHW"
+    if len(shape) == 4:
+        _, a, b, c = shape
+        if a == b or c > max(a, b):
+            return "NHWC"
+        raise ValueError(
+            f"{name} of shape {shape} is ambiguous: read as NHWC it is a {a}x{b} map of {c} "
+            f"channels, read as NCHW a {b}x{c} map of {a} channels"
+            + (" (square, as channels-first maps hooked from PyTorch are)" if b == c else "")
+            + ". Pass layout='NCHW' if it is channels first (e.g. hooked from PyTorch), or "
+            "layout='NHWC' to confirm channels last. (Without a layout, a non-PyTorch array "
+            "is read as NHWC only when its map is square, shape[1] == shape[2], or it has "
+            "more channels than either side, shape[3] > shape[1], shape[2].)")
+    return "NHWC"
+
+
+def resolve_layout(layout: str | None, **arrays: Any) -> str:
+    """The layout to read a method's inputs in.
+
+    Args:
+      layout: ``"NHWC"``, ``"NCHW"`` or None: decided from the inputs by :data:`LAYOUT_RULE`
+        (inside :func:`maps_layout`, that block's layout).
+      **arrays: the inputs by name (None entries are skipped).
+
+    Returns:
+      ``"NHWC"`` or ``"NCHW"``.
+
+    Raises:
+      ValueError: an unknown layout; without one, an input the rule refuses, or inputs read in
+        different layouts (a torch tensor next to a NumPy array).
+    """
+    if layout is not None:
+        return _checked(layout)
+    known = _MAPS_LAYOUT.get()
+    if known is not None:
+        return known
+    readings = {name: _default_layout(x, name) for name, x in arrays.items() if x is not None}
+    if len(set(readings.values())) > 1:
+        described = ", ".join(f"{name} as {value}" for name, value in readings.items())
+        raise ValueError(f"the inputs would be read in different layouts ({described}: a "
+                         f"torch.Tensor is NCHW, another array NHWC); pass layout='NHWC' or "
+                         f"layout='NCHW' for all of them")
+    return next(iter(readings.values()), "NHWC")
+
+
+def as_float_array(x: Any, name: str, layout: str | None = None) -> jax.Array:
     """Brings ``x`` into JAX as a floating array of at least float32 with a batch and channel axis.
 
     Half-precision inputs are upcast: the methods sum over thousands of channels and pixels and
@@ -19,20 +139,19 @@ def as_float_array(x: Any, name: str, layout: str = "NHWC") -> jax.Array:
     Args:
       x: the array (NumPy, JAX, DLPack).
       name: its name, for messages.
-      layout: ``"NHWC"`` (channels last, returned as it is) or ``"NCHW"`` (channels on axis 1,
-        e.g. hooked from PyTorch: moved last).
+      layout: ``"NHWC"`` (channels last, returned as it is), ``"NCHW"`` (channels on axis 1,
+        e.g. hooked from PyTorch: moved last) or None (decided by :func:`resolve_layout`; a
+        method with several inputs resolves it once for all of them and passes it here).
 
     Returns:
       ``(B, ..spatial.., C)``, float32 or wider.
 
     Raises:
-      ValueError: None, rank below 3, or an unknown layout.
+      ValueError: None, rank below 3, an unknown layout, or (layout None) an ambiguous input.
     """
     if x is None:
         raise ValueError(f"{name} is required by this method")
-    if layout not in ("NHWC", "NCHW"):
-        raise ValueError(f"layout must be 'NHWC' (channels last, the default) or 'NCHW' "
-                         f"(channels first, as hooked from PyTorch); got {layout!r}")
+    layout = resolve_layout(layout, **{name: x})
     x = as_jax(x)
     if x.ndim < 3:
         raise ValueError(f"{name} must be (B, ..spatial.., C), got shape {x.shape}")
@@ -61,7 +180,7 @@ def principal_component_projection(activations: Any) -> jax.Array:
     Returns:
         The ``(B, ..spatial..)`` projections, float32 or wider.
     """
-    activations = as_float_array(activations, "activations")
+    activations = as_float_array(activations, "activations", "NHWC")
     activations = jnp.where(jnp.isnan(activations), 0.0, activations)
     batch, *spatial, channels = activations.shape
     pixels = activations.reshape(batch, -1, channels)

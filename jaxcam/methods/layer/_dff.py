@@ -96,9 +96,9 @@ def nmf(x: jax.Array, n_components: int, *, tol: float = NMF_TOL,
     return w, ht.T
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "tol", "max_iter"))
+@functools.partial(jax.jit, static_argnames=("n_components", "tol", "max_iter", "layout"))
 def dff(activations: Any, n_components: int = 5, *, tol: float = NMF_TOL,
-        max_iter: int = NMF_MAX_ITER) -> tuple[jax.Array, jax.Array]:
+        max_iter: int = NMF_MAX_ITER, layout: str | None = None) -> tuple[jax.Array, jax.Array]:
     """Deep Feature Factorization of a batch of activations (pytorch-grad-cam's ``dff``).
 
     The ``(B, h, w, C)`` activations become a ``(C, B*h*w)`` matrix (NaN set to 0), each
@@ -111,6 +111,9 @@ def dff(activations: Any, n_components: int = 5, *, tol: float = NMF_TOL,
       n_components: the number of concepts ``k``.
       tol: NMF's stopping tolerance.
       max_iter: NMF's most sweeps.
+      layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+        PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as NHWC, an
+        ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
       ``concepts`` ``(C, k)`` and raw ``explanations`` ``(B, k, h, w)``.
@@ -119,7 +122,7 @@ def dff(activations: Any, n_components: int = 5, *, tol: float = NMF_TOL,
       Collins, Achanta & Susstrunk, "Deep Feature Factorization For Concept Discovery", ECCV
       2018. https://arxiv.org/abs/1806.10206
     """
-    activations = as_float_array(activations, "activations")
+    activations = as_float_array(activations, "activations", layout)
     batch, h, w, channels = activations.shape
     matrix = jnp.moveaxis(jnp.where(jnp.isnan(activations), 0.0, activations), -1, 0)
     matrix = matrix.reshape(channels, -1)
@@ -168,7 +171,8 @@ class DeepFeatureFactorization:
         """
         images = jnp.asarray(images)
         activations = _layer_activations(self.adapter, self.state, images)
-        concepts, explanations = dff(activations, n_components)
+        # The adapter's layer output as it comes, read channels-last.
+        concepts, explanations = dff(activations, n_components, layout="NHWC")
         explanations = resize_bilinear(minmax_normalize(explanations), images.shape[1:3])
         if self.computation_on_concepts is None:
             return concepts, explanations

@@ -12,7 +12,7 @@ from jaxcam.registry import Method, register
 
 def eigencam(
     activations: Any, gradients: Any | None = None, *, eigen_smooth: bool = False,
-    layout: str = "NHWC"
+    layout: str | None = None
 ) -> jax.Array:
     """Eigen-CAM: the activations projected on their first principal component.
 
@@ -24,8 +24,9 @@ def eigencam(
         activations: ``(B, h, w, C)`` activations ``A`` of the target layer.
         gradients: ignored; accepted so that every method shares one signature.
         eigen_smooth: ignored; Eigen-CAM is already the projection.
-        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
-            activations (e.g. hooked from PyTorch); never guessed from the shape.
+        layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+            PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as
+            NHWC, an ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.

@@ -6,12 +6,16 @@ from typing import Any
 
 import jax
 
-from jaxcam.methods.layer._common import as_float_array, principal_component_projection
+from jaxcam.methods.layer._common import (
+    as_float_array,
+    principal_component_projection,
+    resolve_layout,
+)
 from jaxcam.registry import Method, register
 
 
 def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
-                 layout: str = "NHWC") -> jax.Array:
+                 layout: str | None = None) -> jax.Array:
     """Eigen-Grad-CAM: activations times gradients projected on their first principal component.
 
     ``X = (G * A) reshaped to (h*w, C) minus its per-channel mean``, ``cam = X v_1`` with ``v_1``
@@ -21,8 +25,9 @@ def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False
         activations: ``(B, h, w, C)`` activations ``A`` of the target layer.
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: ignored; the method is already the projection.
-        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
-            tensors (e.g. hooked from PyTorch); never guessed from the shape.
+        layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+            PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as
+            NHWC, an ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -32,6 +37,7 @@ def eigengradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False
         Activation Map using Principal Components", IJCNN 2020. https://arxiv.org/abs/2008.00299
     """
     del eigen_smooth
+    layout = resolve_layout(layout, activations=activations, gradients=gradients)
     activations = as_float_array(activations, "activations", layout)
     gradients = as_float_array(gradients, "gradients", layout)
     return principal_component_projection(gradients * activations)

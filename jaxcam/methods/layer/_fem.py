@@ -12,7 +12,7 @@ from jaxcam.registry import Method, register
 
 
 def fem(activations: Any, gradients: Any | None = None, *, eigen_smooth: bool = False,
-        k: float = 2.0) -> jax.Array:
+        k: float = 2.0, layout: str | None = None) -> jax.Array:
     """FEM: channels weighted by the fraction of their pixels above a k-sigma threshold.
 
     Per image and channel, ``t_c = mean_ij A_ijc + k std_ij A_ijc`` (population std),
@@ -24,6 +24,9 @@ def fem(activations: Any, gradients: Any | None = None, *, eigen_smooth: bool = 
       gradients: ignored (FEM needs no backward pass).
       eigen_smooth: ignored, as in pytorch-grad-cam.
       k: the number of standard deviations above the mean a response must exceed.
+      layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+        PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as NHWC, an
+        ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
       The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -33,7 +36,7 @@ def fem(activations: Any, gradients: Any | None = None, *, eigen_smooth: bool = 
       2020. https://hal.science/hal-02963298/document
     """
     del gradients, eigen_smooth
-    activations = as_float_array(activations, "activations")
+    activations = as_float_array(activations, "activations", layout)
     axes = spatial_axes(activations)
     threshold = (jnp.mean(activations, axis=axes, keepdims=True)
                  + k * jnp.std(activations, axis=axes, keepdims=True))

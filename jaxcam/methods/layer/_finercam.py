@@ -56,8 +56,8 @@ def finer_scores(spec: TargetSpec, output: Any, classes: jax.Array | None, *,
 
 def finercam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
              alpha: float = 1.0,
-             comparison_categories: Sequence[int] = DEFAULT_COMPARISON_CATEGORIES
-             ) -> jax.Array:
+             comparison_categories: Sequence[int] = DEFAULT_COMPARISON_CATEGORIES,
+             layout: str | None = None) -> jax.Array:
     """Finer-CAM's maths: Grad-CAM (pytorch-grad-cam's default ``base_method``) of the gradients
     of :func:`finer_scores`, which the pipeline computes in place of the targets' scores.
 
@@ -67,6 +67,9 @@ def finercam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
       eigen_smooth: as Grad-CAM's.
       alpha: used by :func:`finer_scores`.
       comparison_categories: used by :func:`finer_scores`.
+      layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+        PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as NHWC, an
+        ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
       The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -76,7 +79,7 @@ def finercam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
       Explanation", CVPR 2025. https://arxiv.org/abs/2501.11309
     """
     del alpha, comparison_categories
-    return gradcam(activations, gradients, eigen_smooth=eigen_smooth)
+    return gradcam(activations, gradients, eigen_smooth=eigen_smooth, layout=layout)
 
 
 METHOD = register(Method(

@@ -7,12 +7,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcam.methods.layer._common import as_float_array, combine_channels, spatial_axes
+from jaxcam.methods.layer._common import (
+    as_float_array,
+    combine_channels,
+    resolve_layout,
+    spatial_axes,
+)
 from jaxcam.registry import Method, register
 
 
 def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
-            layout: str = "NHWC") -> jax.Array:
+            layout: str | None = None) -> jax.Array:
     """Grad-CAM: channels weighted by their spatially averaged gradient.
 
     ``w_c = mean_{ij} G_ijc``, ``cam_ij = sum_c w_c A_ijc``.
@@ -22,8 +27,9 @@ def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing
             over channels.
-        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
-            tensors (e.g. hooked from PyTorch); never guessed from the shape.
+        layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+            PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as
+            NHWC, an ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -32,6 +38,7 @@ def gradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
         Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
         Localization", ICCV 2017. https://arxiv.org/abs/1610.02391
     """
+    layout = resolve_layout(layout, activations=activations, gradients=gradients)
     activations = as_float_array(activations, "activations", layout)
     gradients = as_float_array(gradients, "gradients", layout)
     weights = jnp.mean(gradients, axis=spatial_axes(gradients), keepdims=True)

@@ -7,13 +7,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcam.methods.layer._common import as_float_array, combine_channels
+from jaxcam.methods.layer._common import as_float_array, combine_channels, resolve_layout
 from jaxcam.registry import Method, register
 
 
 def gradcamelementwise(
     activations: Any, gradients: Any, *, eigen_smooth: bool = False,
-    layout: str = "NHWC"
+    layout: str | None = None
 ) -> jax.Array:
     """Grad-CAM element-wise: the positive part of activations times gradients, summed.
 
@@ -25,8 +25,9 @@ def gradcamelementwise(
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``relu(G_ijc A_ijc)`` on its first principal component instead of
             summing over channels.
-        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
-            tensors (e.g. hooked from PyTorch); never guessed from the shape.
+        layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+            PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as
+            NHWC, an ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -35,6 +36,7 @@ def gradcamelementwise(
         A variant of HiResCAM: Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful
         explanations of convolutional neural networks", 2020. https://arxiv.org/abs/2011.08891
     """
+    layout = resolve_layout(layout, activations=activations, gradients=gradients)
     activations = as_float_array(activations, "activations", layout)
     gradients = as_float_array(gradients, "gradients", layout)
     return combine_channels(jnp.maximum(gradients * activations, 0.0), eigen_smooth)

@@ -7,7 +7,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcam.methods.layer._common import as_float_array, combine_channels, spatial_axes
+from jaxcam.methods.layer._common import (
+    as_float_array,
+    combine_channels,
+    resolve_layout,
+    spatial_axes,
+)
 from jaxcam.registry import Method, register
 
 # pytorch-grad-cam's guard against a zero denominator in the alpha coefficients.
@@ -15,7 +20,7 @@ _ALPHA_EPS = 1e-6
 
 
 def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
-                    layout: str = "NHWC") -> jax.Array:
+                    layout: str | None = None) -> jax.Array:
     """Grad-CAM++: channels weighted by positive gradients times per-pixel alpha coefficients.
 
     With ``S_c = sum_{ij} A_ijc`` (Eq. 19 of the paper, exponential score assumed)::
@@ -29,8 +34,9 @@ def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = Fa
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing
             over channels.
-        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
-            tensors (e.g. hooked from PyTorch); never guessed from the shape.
+        layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+            PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as
+            NHWC, an ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -39,6 +45,7 @@ def gradcamplusplus(activations: Any, gradients: Any, *, eigen_smooth: bool = Fa
         Chattopadhyay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations for
         Deep Convolutional Networks", WACV 2018. https://arxiv.org/abs/1710.11063
     """
+    layout = resolve_layout(layout, activations=activations, gradients=gradients)
     activations = as_float_array(activations, "activations", layout)
     gradients = as_float_array(gradients, "gradients", layout)
     axes = spatial_axes(gradients)

@@ -62,7 +62,7 @@ def kernel_pca_projection(activations: Any, kernel: str = "sigmoid", gamma: floa
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    activations = as_float_array(activations, "activations")
+    activations = as_float_array(activations, "activations", "NHWC")
     activations = jnp.where(jnp.isnan(activations), 0.0, activations)
     batch, *spatial, channels = activations.shape
     gamma = 1.0 / channels if gamma is None else gamma
@@ -82,7 +82,8 @@ def kernel_pca_projection(activations: Any, kernel: str = "sigmoid", gamma: floa
 
 
 def kpcacam(activations: Any, gradients: Any | None = None, *, eigen_smooth: bool = False,
-            kernel: str = "sigmoid", gamma: float | None = None) -> jax.Array:
+            kernel: str = "sigmoid", gamma: float | None = None, layout: str | None = None
+            ) -> jax.Array:
     """KPCA-CAM: the activations projected on their first kernel principal component.
 
     See :func:`kernel_pca_projection`. Needs no gradients. Unlike Eigen-CAM the sign is fixed
@@ -94,6 +95,9 @@ def kpcacam(activations: Any, gradients: Any | None = None, *, eigen_smooth: boo
       eigen_smooth: ignored; the method is already a projection.
       kernel: the kernel (default ``"sigmoid"``, as pytorch-grad-cam).
       gamma: the kernel coefficient; None for ``1 / C``.
+      layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+        PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as NHWC, an
+        ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
       The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -103,7 +107,8 @@ def kpcacam(activations: Any, gradients: Any | None = None, *, eigen_smooth: boo
       Kernel PCA", IEEE MMSP 2024. https://arxiv.org/abs/2410.00267
     """
     del gradients, eigen_smooth
-    return kernel_pca_projection(activations, kernel, gamma)
+    return kernel_pca_projection(as_float_array(activations, "activations", layout), kernel,
+                                 gamma)
 
 
 METHOD = register(Method(

@@ -18,7 +18,8 @@ def random_channel_weights(key: jax.Array, batch: int, channels: int) -> jax.Arr
 
 
 def randomcam(activations: Any, gradients: Any | None = None, *, key: jax.Array,
-              eigen_smooth: bool = False, weights: Any | None = None) -> jax.Array:
+              eigen_smooth: bool = False, weights: Any | None = None,
+              layout: str | None = None) -> jax.Array:
     """RandomCAM: channels weighted by uniform random numbers, a sanity-check baseline.
 
     ``w_bc ~ U(-1, 1)`` independently, ``cam_ij = sum_c w_c A_ijc``. pytorch-grad-cam draws the
@@ -32,6 +33,9 @@ def randomcam(activations: Any, gradients: Any | None = None, *, key: jax.Array,
       key: PRNG key for the weights.
       eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing.
       weights: ``(B, C)`` weights to use instead of drawing them.
+      layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+        PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as NHWC, an
+        ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
       The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -41,7 +45,7 @@ def randomcam(activations: Any, gradients: Any | None = None, *, key: jax.Array,
       Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
     del gradients
-    activations = as_float_array(activations, "activations")
+    activations = as_float_array(activations, "activations", layout)
     if weights is None:
         weights = random_channel_weights(key, activations.shape[0], activations.shape[-1])
     batch, channels = activations.shape[0], activations.shape[-1]

@@ -7,7 +7,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcam.methods.layer._common import as_float_array, principal_component_projection
+from jaxcam.methods.layer._common import (
+    as_float_array,
+    principal_component_projection,
+    resolve_layout,
+)
 from jaxcam.registry import Method, register
 
 
@@ -29,7 +33,8 @@ def sign_corrected_projection(activations: Any) -> jax.Array:
     return jnp.where(jnp.abs(low) > jnp.abs(high), -projection, projection)
 
 
-def segeigencam(activations: Any, gradients: Any, *, eigen_smooth: bool = False) -> jax.Array:
+def segeigencam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
+                layout: str | None = None) -> jax.Array:
     """Seg-Eigen-CAM: ``|G| * A`` projected on its first principal component, sign-corrected.
 
     The SVD's arbitrary sign is fixed so that the extreme of larger magnitude is positive, so,
@@ -39,6 +44,9 @@ def segeigencam(activations: Any, gradients: Any, *, eigen_smooth: bool = False)
       activations: ``(B, h, w, C)`` activations ``A`` of the target layer.
       gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
       eigen_smooth: ignored; the method is already a projection (as in pytorch-grad-cam).
+      layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+        PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as NHWC, an
+        ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
       The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -49,8 +57,9 @@ def segeigencam(activations: Any, gradients: Any, *, eigen_smooth: bool = False)
       https://doi.org/10.3390/app15137562
     """
     del eigen_smooth
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
+    layout = resolve_layout(layout, activations=activations, gradients=gradients)
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
     return sign_corrected_projection(jnp.abs(gradients) * activations)
 
 

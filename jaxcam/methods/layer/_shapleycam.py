@@ -7,12 +7,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcam.methods.layer._common import as_float_array, combine_channels, spatial_axes
+from jaxcam.methods.layer._common import (
+    as_float_array,
+    combine_channels,
+    resolve_layout,
+    spatial_axes,
+)
 from jaxcam.registry import Method, register
 
 
-def shapleycam(activations: Any, gradients: Any, *, hvp: Any, eigen_smooth: bool = False
-               ) -> jax.Array:
+def shapleycam(activations: Any, gradients: Any, *, hvp: Any, eigen_smooth: bool = False,
+               layout: str | None = None) -> jax.Array:
     """ShapleyCAM: channels weighted by a second-order estimate of their Shapley value.
 
     ``w_c = mean_ij (G - H A / 2)_ijc``, ``cam_ij = sum_c w_c A_ijc``, where ``H A`` is the
@@ -26,6 +31,9 @@ def shapleycam(activations: Any, gradients: Any, *, hvp: Any, eigen_smooth: bool
       gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
       hvp: ``(B, h, w, C)`` Hessian-vector product ``H A`` (the pipeline supplies it).
       eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing.
+      layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+        PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as NHWC, an
+        ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
       The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -34,9 +42,10 @@ def shapleycam(activations: Any, gradients: Any, *, hvp: Any, eigen_smooth: bool
       Cai et al., "CAMs as Shapley Value-based Explainers", 2025.
       https://arxiv.org/abs/2501.06261
     """
-    activations = as_float_array(activations, "activations")
-    gradients = as_float_array(gradients, "gradients")
-    hvp = as_float_array(hvp, "hvp")
+    layout = resolve_layout(layout, activations=activations, gradients=gradients, hvp=hvp)
+    activations = as_float_array(activations, "activations", layout)
+    gradients = as_float_array(gradients, "gradients", layout)
+    hvp = as_float_array(hvp, "hvp", layout)
     weights = jnp.mean(gradients - 0.5 * hvp, axis=spatial_axes(gradients), keepdims=True)
     return combine_channels(weights * activations, eigen_smooth)
 

@@ -7,7 +7,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcam.methods.layer._common import as_float_array, combine_channels, spatial_axes
+from jaxcam.methods.layer._common import (
+    as_float_array,
+    combine_channels,
+    resolve_layout,
+    spatial_axes,
+)
 from jaxcam.registry import Method, register
 
 # pytorch-grad-cam's guard against a channel whose activations sum to zero.
@@ -15,7 +20,7 @@ _SUM_EPS = 1e-7
 
 
 def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
-             layout: str = "NHWC") -> jax.Array:
+             layout: str | None = None) -> jax.Array:
     """XGrad-CAM: channels weighted by gradients averaged with the activations as weights.
 
     ``w_c = sum_{ij} G_ijc A_ijc / (sum_{ij} A_ijc + 1e-7)``, ``cam_ij = sum_c w_c A_ijc``.
@@ -25,8 +30,9 @@ def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
         gradients: ``(B, h, w, C)`` gradients ``G`` of the target score w.r.t. ``A``.
         eigen_smooth: project ``w_c A_ijc`` on its first principal component instead of summing
             over channels.
-        layout: ``"NHWC"`` (default) or ``"NCHW"`` for channels-first ``(B, C, h, w)``
-            tensors (e.g. hooked from PyTorch); never guessed from the shape.
+        layout: ``"NHWC"``, ``"NCHW"`` (channels-first ``(B, C, h, w)``, e.g. hooked from
+            PyTorch) or None (default): a ``torch.Tensor`` read as NCHW, another array as
+            NHWC, an ambiguous shape refused (:data:`jaxcam.methods.layer.LAYOUT_RULE`).
 
     Returns:
         The ``(B, h, w)`` raw map, before ReLU, normalisation and resize.
@@ -35,6 +41,7 @@ def xgradcam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
         Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
         BMVC 2020. https://arxiv.org/abs/2008.02312
     """
+    layout = resolve_layout(layout, activations=activations, gradients=gradients)
     activations = as_float_array(activations, "activations", layout)
     gradients = as_float_array(gradients, "gradients", layout)
     axes = spatial_axes(gradients)
