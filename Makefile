@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install system-deps clean bench bench-e2e bench-frameworks
+.PHONY: demo test lint install system-deps clean bench bench-e2e bench-frameworks bench-methods
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench-e2e: $(STAMP)
 # Grad-CAM over each framework's own jitted forward, batch 16, 224 px (benchmarks/frameworks.py).
 bench-frameworks: $(STAMP)
 	$(PY) -m benchmarks.frameworks --md benchmarks/RESULTS.md
+
+# Each method added for pytorch-grad-cam 1.5.7 parity (and Grad-CAM), jaxcam vs pytorch-grad-cam
+# on EfficientNet-Lite0's shipped weights, batch 8, 224 px (benchmarks/methods.py).
+bench-methods: $(STAMP)
+	$(PY) -m benchmarks.methods --md benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV)

@@ -82,3 +82,34 @@ def test_frameworks_benchmark_imports_without_the_optional_frameworks() -> None:
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_methods_benchmark_quick_run_reports_a_failing_method(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    from benchmarks import methods
+
+    # A method that cannot be set up is listed with why, and the run says it failed.
+    cases = methods._cases
+
+    def with_broken_fem(args):
+        def broken(pair):
+            raise RuntimeError("no FEM today")
+        return {**cases(args), "fem": broken}
+
+    monkeypatch.setattr(methods, "_cases", with_broken_fem)
+    md = tmp_path / "RESULTS.md"
+    code = methods.main(["--batch", "2", "--size", "64", "--rounds", "1", "--methods",
+                         "gradcam,randomcam,fem", "--out", str(tmp_path), "--md", str(md)])
+    assert code == 1
+    (run,) = tmp_path.glob("methods_*.json")
+    results = json.loads(run.read_text())
+    assert [row["method"] for row in results["rows"]] == ["GradCAM (baseline)", "RandomCAM"]
+    for row in results["rows"]:
+        assert row["jaxcam_ms"] > 0 and row["pgc_ms"] > 0 and row["rounds"] == 1
+        assert row["ratio"] == row["pgc_ms"] / row["jaxcam_ms"]
+        assert row["max_diff"] < 1e-4  # the same weights: the same maps
+    assert results["failed"] == {"fem": "RuntimeError: no FEM today"}
+    text = md.read_text()
+    assert "## New methods vs pytorch-grad-cam" in text
+    assert "| GradCAM (baseline) |" in text
+    assert "| fem | | | | | | | | not run: RuntimeError: no FEM today |" in text
