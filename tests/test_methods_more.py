@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _compiles import compilations
 from flax import nnx
 from pytorch_grad_cam import (
     FEM,
@@ -533,6 +534,35 @@ def test_sess_matches_pytorch_grad_cam(twins, rng, pool, options):
     print(f"SESS {pool} {options}: {np.abs(got - ref).max():.2e}")
     assert got.shape == ref.shape == (2, 32, 32)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+def test_sess_second_call_compiles_nothing_and_reads_new_weights(twins, rng):
+    """A second SESS call with the same model structure, layer, options and shapes compiles
+    nothing (its Grad-CAM runs through explain's shared jitted function, not a new explainer's
+    own), and weights changed in place between calls are the ones explained."""
+    from jaxcam.methods.layer import sess
+
+    model = nnx.clone(twins[1])  # its weights change below; the fixture's stay
+    options = dict(target_layer=model.exit_feature_path(EXIT), output_index=EXIT,
+                   num_scales=2, step_size=16)
+
+    def images():
+        return rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+
+    sess(model, images(), **options).block_until_ready()  # the first call compiles
+    x = images()
+    with compilations() as seen:
+        before = np.asarray(sess(model, x, **options))
+    assert seen == []
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(
+        lambda a: a * rng.uniform(0.5, 1.5, a.shape).astype(a.dtype), params))
+    with compilations() as seen:
+        after = np.asarray(sess(model, x, **options))
+    assert seen == []
+    fresh = np.asarray(sess(nnx.clone(model), x, **options))  # a model split anew
+    np.testing.assert_array_equal(after, fresh)
+    assert np.abs(after - before).max() > 1e-3  # the new weights' maps, not stale ones
 
 
 # --- The ImageNet pair: EfficientNet-Lite0 with its shipped weights ----------------------------

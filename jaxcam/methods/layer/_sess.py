@@ -112,7 +112,9 @@ def sess(model: Any, images: Any, *, target_layer: Any, targets: Any = None,
       Tursun, Denman, Sridharan & Fookes, "SESS: Saliency Enhancing with Scaling and
       Sliding", ECCV 2022. https://arxiv.org/abs/2207.01769
     """
-    from jaxcam.explainer import Explainer  # the explainer imports the methods
+    # The explainer imports the methods (so these imports wait for the call).
+    from jaxcam._pipeline import explain_jit
+    from jaxcam.explainer import Explainer
 
     if pool not in ("mean", "max"):
         raise ValueError(f"pool has to be either 'mean' or 'max'. Got: {pool}.")
@@ -134,8 +136,15 @@ def sess(model: Any, images: Any, *, target_layer: Any, targets: Any = None,
         classes = np.asarray(jnp.argmax(_outputs(adapter, state, output_index, images), -1))
     else:
         classes = np.broadcast_to(np.asarray(targets), (batch,)).astype(np.int32)
+    # Prepared per call, so the model's current weights are read (an NNX model's structure is
+    # split once per model object: jaxcam.adapters._split_cache), and run through
+    # jaxcam.explain's shared jitted function, keyed by the hashable adapter: a later call with
+    # the same structure, layer, options and patch batch shapes compiles nothing. (The
+    # explainer's own jitted function would be a new jax.jit per call, so a new compilation.)
     explainer = Explainer(model, target_layer=target_layer, method=method, variables=variables,
                           output_index=output_index, **method_options)
+    explain_patches = functools.partial(explainer._run,
+                                        functools.partial(explain_jit, explainer._adapter))
 
     # The patches of one image: (scale's size, window corner) pairs, the same for every image.
     channels_first = jnp.moveaxis(images, -1, 1)
@@ -161,7 +170,7 @@ def sess(model: Any, images: Any, *, target_layer: Any, targets: Any = None,
         order = np.argsort(scores)[int(len(scores) * pre_filter_ratio):]
         best = scores[order[-1]]
         weights = scores[order] / best if best > 0 else np.ones(len(order), np.float32)
-        cams = jnp.concatenate([explainer(patches[b, order[i:i + batch_size]], target)
+        cams = jnp.concatenate([explain_patches(patches[b, order[i:i + batch_size]], target, None)
                                 for i in range(0, len(order), batch_size)])
         total = jnp.zeros((height, width), jnp.float32)
         counts = jnp.zeros((height, width), jnp.float32)
