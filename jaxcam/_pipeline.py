@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxcam import registry
 from jaxcam.adapters import ModelAdapter
-from jaxcam.extend import fast_strided_conv_grads
+from jaxcam.extend.depthwise import fast_cpu_convs
 from jaxcam.methods.layer._common import maps_layout
 from jaxcam.postprocess import attribution_maps, minmax_normalize, postprocess
 from jaxcam.registry import InputProbe, LayerProbe, Method
@@ -101,8 +101,7 @@ def _activation_gradient_maps(adapter: ModelAdapter, opts: Options, spec: Target
             output, acts = adapter.forward(state, x, edits)
             return jnp.sum(scores(opts.select(output))), (acts, output)
 
-        grads, (acts, output) = jax.grad(fast_strided_conv_grads(total_score),
-                                         has_aux=True)(deltas)
+        grads, (acts, output) = jax.grad(fast_cpu_convs(total_score), has_aux=True)(deltas)
         if method.uses_hvp:
             # Forward-over-reverse on the plain function (the fast conv rule is a custom_vjp,
             # which forward mode cannot differentiate): layer i's Hessian-vector product with
@@ -113,7 +112,7 @@ def _activation_gradient_maps(adapter: ModelAdapter, opts: Options, spec: Target
                 tangent = [a if j == i else jnp.zeros_like(d) for j, d in enumerate(deltas)]
                 extras.append({"hvp": jax.jvp(grad_fn, (deltas,), (tangent,))[1][i]})
     else:
-        output, acts = adapter.forward(state, x)
+        output, acts = fast_cpu_convs(lambda: adapter.forward(state, x))()
         grads = [None] * len(acts)
     extras = extras or [{} for _ in acts]
     if method.uses_key:
@@ -148,14 +147,16 @@ def _fixed_class_scorer(opts: Options, spec: TargetSpec, output: Any,
 def _layer_score_maps(adapter: ModelAdapter, opts: Options, spec: TargetSpec, state: Any,
                       x: jax.Array, classes: jax.Array | None, key: jax.Array
                       ) -> tuple[jax.Array, Any]:
-    output, acts = adapter.forward(state, x)
+    output, acts = fast_cpu_convs(lambda: adapter.forward(state, x))()
     score = _fixed_class_scorer(opts, spec, output, classes)
 
+    @fast_cpu_convs
     def score_images(images: jax.Array) -> jax.Array:
         return score(adapter.forward(state, images)[0])
 
     raw = []
     for i, a in enumerate(acts):
+        @fast_cpu_convs
         def score_activations(new: jax.Array, i: int = i) -> jax.Array:
             edits = [lambda old: old] * len(acts)
             edits[i] = lambda old: new

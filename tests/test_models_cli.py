@@ -137,12 +137,12 @@ def test_explain_real_photos_names_real_things_and_compiles_once(tmp_path, image
         top5 = re.findall(r"(?:: |, )([^,:%]+?) \d+\.\d%", line)
         assert len(top5) == 5 and expected & set(top5), (name, top5)
     assert re.search(r"compiling: .* [1-9]\d* compiled and stored", first.stdout)
-    # Three photos are a step of 4 images over the devices, not 32 on each (the default for
-    # large runs): a micro-batch of ceil(4 / devices).
+    # Three photos are micro-batches of 4 images on each device, not 32 (the default for
+    # large runs).
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     devices = int(re.search(r"1 process\(es\), (\d+) device", first.stdout).group(1))
-    assert manifest["run"]["micro_batch"] == -(-4 // devices)
-    assert f"batch {devices * -(-4 // devices)}\n" in first.stdout
+    assert manifest["run"]["micro_batch"] == 4
+    assert f"batch {devices * 4}\n" in first.stdout
     assert list((cache / "jaxcam" / "xla").iterdir())
 
     # The results, read back: the top-5 again, maps at the model's size, overlays at the photo's.

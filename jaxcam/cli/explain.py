@@ -113,9 +113,11 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> argparse.Argument
     ex.add_argument("--out", default="jaxcam_out", type=Path, metavar="DIR",
                     help="output directory (default ./jaxcam_out; created if needed)")
     ex.add_argument("--batch-size", type=int, default=None, metavar="N",
-                    help="images per device step, over all local devices (default 32, or the "
-                    "power of two at least the number of inputs when fewer; rounded up to a "
-                    "multiple of the device count)")
+                    help="images per step, over all local devices (default 32 per device, "
+                    "or for fewer inputs the power of two that holds them all, computed as "
+                    "one micro-batch per device); a given N is rounded up to a multiple of 32 "
+                    "per device: devices compute micro-batches of 32, so that the maps do not "
+                    "depend on N")
     ex.add_argument("--compare", default="", metavar="METHOD[,METHOD]",
                     help="further methods drawn as extra rows of every grid (not saved)")
     ex.add_argument("--save-images", default="auto",
@@ -177,8 +179,6 @@ def _batch_size(requested: int | None, n_inputs: int) -> int:
 def _job(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any,
          meta: dict[str, Any], n_inputs: int) -> Any:
     """The :class:`jaxcam.batch.BatchJob` the options describe (usage errors exit)."""
-    import jax
-
     from jaxcam import EXIT_METHODS, batch
 
     try:
@@ -195,12 +195,13 @@ def _job(args: argparse.Namespace, parser: argparse.ArgumentParser, model: Any,
             exc = ValueError(f"--cam-exit {args.cam_exit} is not among --exits {args.exits}")
         parser.error(str(exc))
     batch_size = _batch_size(args.batch_size, n_inputs)
-    # A step computes whole micro-batches on every device: one photo is one image of work,
-    # not 32 (the maps of a run still never depend on its order or its resumes).
-    micro = min(DEFAULT_BATCH, -(-batch_size // jax.local_device_count()))
     return batch.BatchJob(out=args.out, method=args.method, exits=exits, target=target,
                           compare=compare, cam_exit=cam, batch_size=batch_size,
-                          micro_batch=micro,
+                          # Without --batch-size, a run of a few photos computes micro-batches
+                          # of that many (one photo: one image of work, not 32). It never
+                          # depends on the devices or processes, so a run's maps do not either.
+                          micro_batch=DEFAULT_BATCH if args.batch_size is not None
+                          else min(DEFAULT_BATCH, batch_size),
                           shard_size=args.shard_size, map_dtype=args.map_dtype,
                           save_images=args.save_images, cams_npz=args.cams_npz,
                           workers=args.workers, prefetch=args.prefetch,

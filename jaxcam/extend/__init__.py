@@ -7,6 +7,9 @@ jaxcam that :mod:`msdnet_flax` imports.
   some equations rewritten (used for guided backprop's ReLU rule and the conv rewrite below).
 - :func:`fast_strided_conv_grads`: the same function with the input gradients of strided
   convolutions computed by a faster identity on XLA:CPU.
+- :func:`fast_cpu_convs` (:mod:`jaxcam.extend.depthwise`): that, and on the CPU backend every
+  depthwise convolution as shifted multiply-adds (XLA:CPU's depthwise kernel is 5-30x slower
+  than PyTorch's); what the explain pipelines run the model through.
 - :mod:`jaxcam.extend.torch_layout`: PyTorch <-> Flax kernel layouts for state-dict converters;
   :func:`jaxcam.extend.skeleton.abstract_split`: a module's graph and shapes without drawing its
   weights, quickly.
@@ -17,5 +20,6 @@ jaxcam that :mod:`msdnet_flax` imports.
 
 from jaxcam.extend import interpreter
 from jaxcam.extend.conv_grad import fast_strided_conv_grads
+from jaxcam.extend.depthwise import fast_cpu_convs
 
-__all__ = ["fast_strided_conv_grads", "interpreter"]
+__all__ = ["fast_cpu_convs", "fast_strided_conv_grads", "interpreter"]

@@ -51,7 +51,8 @@ from jaxcam.extend import interpreter as interp
 Mode = Literal["auto", "always"]
 
 
-def _is_strided_conv(eqn: jex.JaxprEqn, mode: Mode) -> bool:
+def is_strided_conv(eqn: jex.JaxprEqn, mode: Mode) -> bool:
+    """Whether the rule rewrites ``eqn`` (a strided ``conv_general_dilated``) in ``mode``."""
     if eqn.primitive is not lax.conv_general_dilated_p:
         return False
     p = eqn.params
@@ -81,7 +82,7 @@ def _call_body(eqn: jex.JaxprEqn) -> tuple[jex.Jaxpr, Sequence[Any]] | None:
 def _has_strided_conv(jaxpr: jex.Jaxpr, mode: Mode) -> bool:
     for eqn in jaxpr.eqns:
         body = _call_body(eqn)
-        if _is_strided_conv(eqn, mode) or (body is not None and _has_strided_conv(body[0], mode)):
+        if is_strided_conv(eqn, mode) or (body is not None and _has_strided_conv(body[0], mode)):
             return True
     return False
 
@@ -140,11 +141,11 @@ def _strided_conv(params: dict[str, Any]) -> Callable[[jax.Array, jax.Array], ja
     return fast
 
 
-def _rule(mode: Mode) -> interp.Rule:
+def rule(mode: Mode) -> interp.Rule:
     """Strided convs through :func:`_strided_conv`; calls holding one inlined; else unchanged."""
 
     def rule(eqn: jex.JaxprEqn, invals: list[Any]) -> list[Any] | None:
-        if _is_strided_conv(eqn, mode):
+        if is_strided_conv(eqn, mode):
             with interp.eqn_context(eqn):
                 return [_strided_conv(eqn.params)(*invals)]
         body = _call_body(eqn)
@@ -180,4 +181,4 @@ def fast_strided_conv_grads(
         A function with the same signature and outputs as ``fn``.
     """
 
-    return interp.rewriting(fn, _rule(mode))
+    return interp.rewriting(fn, rule(mode))
