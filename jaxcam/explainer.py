@@ -270,16 +270,17 @@ class ExitExplainer(PreparedExplainer):
       model: the multi-exit model: a :class:`jaxcam.adapters.MultiExitModel`
         (``exit_features(x) -> [f_1, ..., f_K]`` and ``classify(k, f_k) -> logits``, e.g.
         ``msdnet_flax.MSDNet``) or an NNX one's ``nnx.split(model)`` pair, evaluated in eval
-        mode on a copy; or a ``torch.nn.Module`` (run as JAX through torchax, NCHW images) or a
-        Keras 3 model on JAX, whose exits are named by their classifier heads (``exits``).
+        mode on a copy; or a ``torch.nn.Module`` (run as JAX through torchax, NCHW images), a
+        Keras 3 model on JAX, a :class:`jaxcam.LinenModel`, a :class:`jaxcam.HaikuModel` or an
+        Equinox module, whose exits are named by their classifier heads (``exits``).
       method: a multi-exit method (:data:`jaxcam.EXIT_METHODS`).
-      exits: a MultiExitModel's exits to explain (default all), as indices. For a PyTorch or
-        Keras model, each exit's classifier head, in exit order (required): module / layer
-        names (``["classifiers.0", "classifiers.1"]``), the modules / layers themselves, or a
-        ``(first, last)`` pair for a head of several layers. Exit k's features are its head's
-        input, its logits the head's output, and its map is ``d score_k / d features`` through
-        that head alone (later exits fed the same features do not leak into it); whatever the
-        model's forward returns is not used.
+      exits: a MultiExitModel's exits to explain (default all), as indices. For a PyTorch, Keras,
+        Flax Linen, Haiku or Equinox model, each exit's classifier head, in exit order (required):
+        module / layer names (``["classifiers.0", "classifiers.1"]``), the modules / layers
+        themselves, or a ``(first, last)`` pair for a head of several layers. Exit k's features are
+        its head's input, its logits the head's output, and its map is ``d score_k / d features``
+        through that head alone (later exits fed the same features do not leak into it); whatever
+        the model's forward returns is not used.
       relu, normalize, resize, eigen_smooth: as in :func:`jaxcam.explain`.
       check_finite: raise if the images hold NaN or inf. NumPy images are checked on the host
         before the call; a ``jax.Array``'s check is computed with the maps and read when the call

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jaxcam.adapters._tap import Edit, LayerPath, unknown_layer_error
 
 __all__ = ["EquinoxAdapter", "EquinoxModel", "equinox_layer_name", "equinox_layer_paths",
-           "is_equinox"]
+           "equinox_with_heads", "is_equinox", "new_equinox_arrays"]
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -417,13 +417,91 @@ class EquinoxAdapter:
                 raise TypeError("pass the new eqx.nn.State inside the EquinoxModel or as "
                                 "variables=, not both")
             model, variables = model.model, model.state
-        if (variables is not None) != self.stateful:
-            raise TypeError("the new weights must " + ("" if self.stateful else "not ")
-                            + "come with an eqx.nn.State, as the model the explainer was "
-                            "built for")
-        structure, arrays = EquinoxStructure.split(model, variables)
-        if structure != self.structure:
-            raise ValueError("the new weights do not fit this explainer: the model's structure "
-                             "(modules, fields or array shapes' tree) differs from the one it "
-                             "was built for; build a new explainer for the new model")
-        return arrays
+        return new_equinox_arrays(self.structure, self.stateful, model, variables)
+
+
+def new_equinox_arrays(structure: EquinoxStructure, stateful: bool, model: Any,
+                       variables: Any) -> list[Any]:
+    """The arrays of ``model`` (and its ``eqx.nn.State`` ``variables``), checked to fit
+    ``structure``.
+
+    Raises:
+      TypeError: a state given to (or missing for) a model without (with) one.
+      ValueError: a model of another structure.
+    """
+    if (variables is not None) != stateful:
+        raise TypeError("the new weights must " + ("" if stateful else "not ")
+                        + "come with an eqx.nn.State, as the model the explainer was "
+                        "built for")
+    new_structure, arrays = EquinoxStructure.split(model, variables)
+    if new_structure != structure:
+        raise ValueError("the new weights do not fit this explainer: the model's structure "
+                         "(modules, fields or array shapes' tree) differs from the one it "
+                         "was built for; build a new explainer for the new model")
+    return arrays
+
+
+@functools.cache
+def _head_tap_class() -> type:
+    """The wrapper module that replaces a multi-exit head's first and / or last module."""
+    import equinox as eqx
+
+    class HeadTap(eqx.Module):
+        """Calls the module on ``enter(x)`` (if set), then ``leave`` on its output (``(y,
+        state)``: on ``y``)."""
+
+        inner: Any
+        name: str = eqx.field(static=True)
+        enter: Callable[[Any], Any] | None = eqx.field(static=True, default=None)
+        leave: Callable[[Any], Any] | None = eqx.field(static=True, default=None)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            if self.enter is not None:
+                if not args or not isinstance(args[0], jax.Array):
+                    raise TypeError(f"head module {self.name!r} is not called on one array as "
+                                    "its first argument; name a head module whose input is "
+                                    "the exit's feature map")
+                args = (self.enter(args[0]), *args[1:])
+            output = self.inner(*args, **kwargs)
+            if self.leave is not None:
+                stateful = isinstance(output, tuple) and len(output) == 2 and isinstance(
+                    output[1], eqx.nn.State)
+                logits = output[0] if stateful else output
+                if not isinstance(logits, jax.Array):
+                    raise TypeError(f"head module {self.name!r} returns "
+                                    f"{type(logits).__name__}, not an array of logits")
+                self.leave(logits)
+            return output
+
+    return HeadTap
+
+
+def equinox_with_heads(model: Any, heads: Sequence[tuple[LayerPath, LayerPath]],
+                       recorder: Any) -> Any:
+    """``model`` with multi-exit heads' modules wrapped (a new model; ``model`` is unchanged).
+
+    Args:
+      model: the ``eqx.Module``.
+      heads: each exit's ``(entry, exit)`` attribute paths: the entry module's input is the
+        exit's features, the exit module's output its logits (the same module for a one-module
+        head).
+      recorder: ``recorder.enter(i, x)`` takes exit i's features and returns what the entry
+        module is fed instead; ``recorder.leave(i, y)`` takes its logits
+        (:class:`jaxcam.adapters.exits.HeadRecorder`).
+
+    Returns:
+      The model with the wrappers: only the head's own call sees the entered value, the rest of
+      the network the features as they are.
+    """
+    import equinox as eqx
+
+    hooks: dict[LayerPath, dict[str, Any]] = {}
+    for i, (entry, last) in enumerate(heads):
+        hooks.setdefault(entry, {})["enter"] = functools.partial(recorder.enter, i)
+        hooks.setdefault(last, {})["leave"] = functools.partial(recorder.leave, i)
+    tap = _head_tap_class()
+    for layer in sorted(hooks, key=len, reverse=True):  # innermost first, so wrappers nest
+        model = eqx.tree_at(lambda m, layer=layer: _resolve(m, layer), model,
+                            replace_fn=lambda inner, layer=layer: tap(inner, "/".join(layer),
+                                                                      **hooks[layer]))
+    return model

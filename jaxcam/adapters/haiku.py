@@ -266,3 +266,52 @@ class HaikuAdapter:
                              "explainer for it")
         self._checked.clear()
         return model.params, model.state, model.rng
+
+
+def haiku_head_interceptor(heads: Sequence[tuple[LayerPath, LayerPath]], recorder: Any
+                           ) -> Any:
+    """The ``hk.intercept_methods`` interceptor of multi-exit heads.
+
+    Args:
+      heads: each exit's ``(entry, exit)`` module names, as paths: the entry module's input is
+        the exit's features, the exit module's output its logits (the same module for a
+        one-module head).
+      recorder: ``recorder.enter(i, x)`` takes exit i's features and returns what the entry
+        module is fed instead; ``recorder.leave(i, y)`` takes its logits
+        (:class:`jaxcam.adapters.exits.HeadRecorder`).
+
+    Returns:
+      The interceptor: only the head's own ``__call__`` sees the entered value, the rest of the
+      network the features as they are.
+    """
+    entries = {entry: i for i, (entry, _) in enumerate(heads)}
+    exits = {last: i for i, (_, last) in enumerate(heads)}
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":  # __init__ too is intercepted
+            return next_fun(*args, **kwargs)
+        path = _path(context.module.module_name)
+        if path in entries:
+            if not args or not isinstance(args[0], jax.Array):
+                raise TypeError(f"head module {'/'.join(path)!r} is not called on one array as "
+                                "its first argument; name a head module whose input is the "
+                                "exit's feature map")
+            args = (recorder.enter(entries[path], args[0]), *args[1:])
+        output = next_fun(*args, **kwargs)
+        if path in exits:
+            if not isinstance(output, jax.Array):
+                raise TypeError(f"head module {'/'.join(path)!r} returns "
+                                f"{type(output).__name__}, not an array of logits")
+            recorder.leave(exits[path], output)
+        return output
+
+    return interceptor
+
+
+def run_haiku(transformed: Any, call_kwargs: tuple[tuple[str, Any], ...], state: Any,
+              images: jax.Array, interceptor: Any) -> Any:
+    """The model output on ``images`` (state ``(params, state, rng)``) under ``interceptor``."""
+    import haiku as hk
+
+    with hk.intercept_methods(interceptor):
+        return _apply(transformed, call_kwargs, state, images)

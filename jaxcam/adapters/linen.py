@@ -302,3 +302,48 @@ class LinenAdapter:
         self._rngs.append(rngs)
         del self._rngs[:-1]
         return variables, rngs
+
+
+def linen_head_interceptor(heads: Sequence[tuple[LayerPath, LayerPath]], recorder: Any
+                           ) -> Any:
+    """The ``flax.linen.intercept_methods`` interceptor of multi-exit heads.
+
+    Args:
+      heads: each exit's ``(entry, exit)`` module paths: the entry module's input is the exit's
+        features, the exit module's output its logits (the same module for a one-module head).
+      recorder: ``recorder.enter(i, x)`` takes exit i's features and returns what the entry
+        module is fed instead; ``recorder.leave(i, y)`` takes its logits
+        (:class:`jaxcam.adapters.exits.HeadRecorder`).
+
+    Returns:
+      The interceptor: only the head's own ``__call__`` sees the entered value, the rest of the
+      network (a next stage fed the same features) the features as they are.
+    """
+    entries = {entry: i for i, (entry, _) in enumerate(heads)}
+    exits = {last: i for i, (_, last) in enumerate(heads)}
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        path = tuple(context.module.path)
+        if path in entries:
+            if not args or not isinstance(args[0], jax.Array):
+                raise TypeError(f"head module {'/'.join(path)!r} is not called on one array as "
+                                "its first argument; name a head module whose input is the "
+                                "exit's feature map")
+            args = (recorder.enter(entries[path], args[0]), *args[1:])
+        output = next_fun(*args, **kwargs)
+        if path in exits:
+            if not isinstance(output, jax.Array):
+                raise TypeError(f"head module {'/'.join(path)!r} returns "
+                                f"{type(output).__name__}, not an array of logits")
+            recorder.leave(exits[path], output)
+        return output
+
+    return interceptor
+
+
+def run_linen(call: LinenCall, state: Any, images: jax.Array, interceptor: Any) -> Any:
+    """The model output of ``call`` on ``images`` under ``interceptor``."""
+    with nn.intercept_methods(interceptor):
+        return call.apply(state, images)
