@@ -103,11 +103,11 @@ def _activation_gradient_maps(adapter: ModelAdapter, opts: Options, spec: Target
 
         grads, (acts, output) = jax.grad(fast_cpu_convs(total_score), has_aux=True)(deltas)
         if method.uses_hvp:
-            # Forward-over-reverse on the plain function (the fast conv rule is a custom_vjp,
-            # which forward mode cannot differentiate): layer i's Hessian-vector product with
+            # Forward-over-reverse without the strided-conv rule (a custom_vjp, which forward
+            # mode cannot differentiate): layer i's Hessian-vector product with
             # its own activations, the other layers' deltas held at zero, as torch.autograd.grad
             # (outputs=grads_i, inputs=acts_i, grad_outputs=acts_i) computes it.
-            grad_fn = jax.grad(lambda d: total_score(d)[0])
+            grad_fn = jax.grad(lambda d: fast_cpu_convs(total_score, strided_grads=False)(d)[0])
             for i, a in enumerate(acts):
                 tangent = [a if j == i else jnp.zeros_like(d) for j, d in enumerate(deltas)]
                 extras.append({"hvp": jax.jvp(grad_fn, (deltas,), (tangent,))[1][i]})

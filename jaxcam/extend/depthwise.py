@@ -100,8 +100,8 @@ def _has_rewrite(jaxpr: jex.Jaxpr, strided: Callable[[jex.JaxprEqn], bool]) -> b
     return False
 
 
-def fast_cpu_convs(fn: Callable[..., Any], *, mode: conv_grad.Mode = "auto"
-                   ) -> Callable[..., Any]:
+def fast_cpu_convs(fn: Callable[..., Any], *, mode: conv_grad.Mode = "auto",
+                   strided_grads: bool = True) -> Callable[..., Any]:
     """``fn`` with depthwise convolutions as shifted multiply-adds (on the CPU backend) and
     fast input gradients through its strided convolutions
     (:func:`jaxcam.extend.fast_strided_conv_grads`).
@@ -111,15 +111,18 @@ def fast_cpu_convs(fn: Callable[..., Any], *, mode: conv_grad.Mode = "auto"
         traced with ``jax.make_jaxpr`` on every call (see :mod:`jaxcam.extend.interpreter`).
       mode: the strided-convolution rule's mode (see
         :func:`jaxcam.extend.fast_strided_conv_grads`).
+      strided_grads: apply the strided-convolution rule too. Its ``custom_vjp`` cannot be
+        differentiated in forward mode: pass False for a function differentiated twice
+        (a Hessian-vector product); the depthwise rewrite is plain JAX and can be.
 
     Returns:
       A function with the same signature and outputs as ``fn`` (up to float rounding in the
       rewritten depthwise convolutions).
     """
-    strided_rule = conv_grad.rule(mode)
+    strided_rule = conv_grad.rule(mode) if strided_grads else (lambda eqn, invals: None)
 
     def strided(eqn: jex.JaxprEqn) -> bool:
-        return conv_grad.is_strided_conv(eqn, mode)
+        return strided_grads and conv_grad.is_strided_conv(eqn, mode)
 
     def rule(eqn: jex.JaxprEqn, invals: list[Any]) -> list[Any] | None:
         if is_depthwise_conv(eqn):
