@@ -7,7 +7,8 @@ from typing import Any
 
 import jax
 
-__all__ = ["Edit", "LayerPath", "Recorder", "normalize_layer_path", "unknown_layer_error"]
+__all__ = ["Edit", "LayerPath", "Recorder", "call_head", "normalize_layer_path",
+           "unknown_layer_error"]
 
 LayerPath = tuple[str, ...]
 Edit = Callable[[jax.Array], jax.Array]
@@ -79,3 +80,42 @@ class Recorder:
                 raise ValueError(f"layer {'/'.join(layer)!r} exists but was not called in the "
                                  "forward pass; choose a layer the model uses")
         return self.outputs
+
+
+def call_head(path: LayerPath, call: Any, args: tuple, kwargs: dict,
+              heads: Sequence[tuple[LayerPath, LayerPath]], recorder: Any) -> Any:
+    """One intercepted module call of a multi-exit model, for the frameworks whose interceptors
+    see ``(module path, next call, args, kwargs)`` (Flax Linen, Haiku).
+
+    Args:
+      path: the called module's path.
+      call: the module's own call.
+      args, kwargs: its arguments.
+      heads: each exit's ``(entry, exit)`` module paths (equal for a one-module head).
+      recorder: ``recorder.enter(i, x)`` takes exit i's features (the entry module's first
+        argument) and returns what that module is fed instead; ``recorder.leave(i, y)`` takes
+        the exit module's output, the logits (:class:`jaxcam.adapters.exits.HeadRecorder`).
+
+    Returns:
+      The module's output.
+
+    Raises:
+      TypeError: a head's entry module is not called on one array, or its exit module does not
+        return one.
+    """
+    name = "/".join(path)
+    for i, (entry, _) in enumerate(heads):
+        if path == entry:
+            if not args or not isinstance(args[0], jax.Array):
+                raise TypeError(f"head module {name!r} is not called on one array as its first "
+                                "argument; name a head module whose input is the exit's "
+                                "feature map")
+            args = (recorder.enter(i, args[0]), *args[1:])
+    output = call(*args, **kwargs)
+    for i, (_, last) in enumerate(heads):
+        if path == last:
+            if not isinstance(output, jax.Array):
+                raise TypeError(f"head module {name!r} returns {type(output).__name__}, not an "
+                                "array of logits")
+            recorder.leave(i, output)
+    return output

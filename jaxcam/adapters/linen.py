@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam.adapters._tap import Edit, LayerPath, Recorder, unknown_layer_error
+from jaxcam.adapters._tap import Edit, LayerPath, Recorder, call_head, unknown_layer_error
 
 __all__ = ["LinenAdapter", "LinenModel", "check_linen_layers", "linen_layer_paths"]
 
@@ -319,26 +319,10 @@ def linen_head_interceptor(heads: Sequence[tuple[LayerPath, LayerPath]], recorde
       The interceptor: only the head's own ``__call__`` sees the entered value, the rest of the
       network (a next stage fed the same features) the features as they are.
     """
-    entries = {entry: i for i, (entry, _) in enumerate(heads)}
-    exits = {last: i for i, (_, last) in enumerate(heads)}
-
     def interceptor(next_fun, args, kwargs, context):
         if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
-        path = tuple(context.module.path)
-        if path in entries:
-            if not args or not isinstance(args[0], jax.Array):
-                raise TypeError(f"head module {'/'.join(path)!r} is not called on one array as "
-                                "its first argument; name a head module whose input is the "
-                                "exit's feature map")
-            args = (recorder.enter(entries[path], args[0]), *args[1:])
-        output = next_fun(*args, **kwargs)
-        if path in exits:
-            if not isinstance(output, jax.Array):
-                raise TypeError(f"head module {'/'.join(path)!r} returns "
-                                f"{type(output).__name__}, not an array of logits")
-            recorder.leave(exits[path], output)
-        return output
+        return call_head(tuple(context.module.path), next_fun, args, kwargs, heads, recorder)
 
     return interceptor
 
