@@ -18,9 +18,9 @@ from jaxcam.adapters.equinox import (
     EquinoxModel,
     EquinoxStructure,
     equinox_layer_paths,
+    equinox_new_state,
     equinox_with_heads,
     is_equinox,
-    new_equinox_arrays,
 )
 from jaxcam.adapters.haiku import (
     HaikuAdapter,
@@ -110,8 +110,28 @@ def _label(k: int, head: tuple[str, str]) -> str:
         f"exit {k} (head {first!r} .. {last!r})")
 
 
+class _NamedHeads:
+    """What every named-head adapter shares: ``heads`` (each exit's ``(first, last)``), so the
+    exits are counted without running the model; labels from the heads' paths; and nothing
+    to check per call (the heads were checked when prepared) unless an adapter says otherwise.
+    """
+
+    heads: tuple[tuple[Any, Any], ...]
+
+    def count_exits(self, state: Any, images: jax.Array) -> int:
+        """The number of heads named."""
+        return len(self.heads)
+
+    def exit_label(self, k: int) -> str:
+        """``"exit k (head 'heads/0')"``."""
+        return _path_label(k, self.heads[k])
+
+    def check_call(self, state: Any, images: jax.Array) -> None:
+        """Nothing to check per call: the heads were checked when prepared."""
+
+
 @dataclasses.dataclass(frozen=True)
-class TorchExitAdapter:
+class TorchExitAdapter(_NamedHeads):
     """A ``torch.nn.Module`` with named exit heads, run through torchax; its state is the
     parameters and buffers (name -> ``jax.Array``), as :class:`jaxcam.adapters.TorchAdapter`'s.
 
@@ -135,16 +155,9 @@ class TorchExitAdapter:
                    torch_head_hooks([self.heads[k] for k in exits], recorder))
         return recorder.collected()
 
-    def count_exits(self, state: Any, images: jax.Array) -> int:
-        """The number of heads named."""
-        return len(self.heads)
-
     def exit_label(self, k: int) -> str:
         """``"exit k (head 'classifiers.0')"``."""
         return _label(k, self.heads[k])
-
-    def check_call(self, state: Any, images: jax.Array) -> None:
-        """Nothing to check per call: the heads were checked when prepared."""
 
     def new_state(self, model: Any = None, variables: Any = None) -> Any:
         """New weights: the module trained further, or ``variables=`` its ``state_dict``."""
@@ -152,7 +165,7 @@ class TorchExitAdapter:
 
 
 @dataclasses.dataclass(frozen=True)
-class KerasExitAdapter:
+class KerasExitAdapter(_NamedHeads):
     """A ``keras.Model`` with named exit heads, run statelessly; its state is (trainable
     values, non-trainable values), as :class:`jaxcam.adapters.KerasAdapter`'s.
 
@@ -177,17 +190,10 @@ class KerasExitAdapter:
                   keras_head_wrappers([self.heads[k] for k in exits], recorder))
         return recorder.collected()
 
-    def count_exits(self, state: Any, images: jax.Array) -> int:
-        """The number of heads named."""
-        return len(self.heads)
-
     def exit_label(self, k: int) -> str:
         """``"exit k (head 'head0')"``."""
         first, last = self.heads[k]
         return _label(k, ("/".join(first), "/".join(last)))
-
-    def check_call(self, state: Any, images: jax.Array) -> None:
-        """Nothing to check per call: the heads were checked when prepared."""
 
     def new_state(self, model: Any = None, variables: Any = None) -> Any:
         """New weights: the model trained further, or ``variables=(trainable values,
@@ -222,7 +228,7 @@ def _check_called(heads: Sequence[tuple[LayerPath, LayerPath]], available: Seque
 
 
 @dataclasses.dataclass(frozen=True)
-class LinenExitAdapter:
+class LinenExitAdapter(_NamedHeads):
     """A Flax Linen model with named exit heads (module paths, ``"head_0"``, ``"Dense_3"``);
     its state is ``(variables, rngs)``, as :class:`jaxcam.adapters.LinenAdapter`'s, whose call
     and ``new_state`` it keeps (``base``, tapping nothing). The heads' ``__call__`` are
@@ -251,14 +257,6 @@ class LinenExitAdapter:
                   linen_head_interceptor([self.heads[k] for k in exits], recorder))
         return recorder.collected()
 
-    def count_exits(self, state: Any, images: jax.Array) -> int:
-        """The number of heads named."""
-        return len(self.heads)
-
-    def exit_label(self, k: int) -> str:
-        """``"exit k (head 'head_0')"``."""
-        return _path_label(k, self.heads[k])
-
     def check_call(self, state: Any, images: jax.Array) -> None:
         """Check the heads are modules the model calls, once per image shape and dtype."""
         signature = (tuple(images.shape), images.dtype)
@@ -277,7 +275,7 @@ class LinenExitAdapter:
 
 
 @dataclasses.dataclass(frozen=True)
-class HaikuExitAdapter:
+class HaikuExitAdapter(_NamedHeads):
     """A Haiku model with named exit heads (module names, ``"head_0"``,
     ``"net/~/head_0"``); its state is ``(params, state, rng)``, as
     :class:`jaxcam.adapters.HaikuAdapter`'s, whose call and ``new_state`` it keeps (``base``,
@@ -305,14 +303,6 @@ class HaikuExitAdapter:
                   haiku_head_interceptor([self.heads[k] for k in exits], recorder))
         return recorder.collected()
 
-    def count_exits(self, state: Any, images: jax.Array) -> int:
-        """The number of heads named."""
-        return len(self.heads)
-
-    def exit_label(self, k: int) -> str:
-        """``"exit k (head 'head_0')"``."""
-        return _path_label(k, self.heads[k])
-
     def check_call(self, state: Any, images: jax.Array) -> None:
         """Check the heads are modules the model calls, once per image shape and dtype."""
         signature = (tuple(images.shape), images.dtype)
@@ -330,7 +320,7 @@ class HaikuExitAdapter:
 
 
 @dataclasses.dataclass(frozen=True)
-class EquinoxExitAdapter:
+class EquinoxExitAdapter(_NamedHeads):
     """An Equinox model with named exit heads (attribute paths, ``"heads/0"``); its state is
     the model's arrays (and its ``eqx.nn.State``'s), as :class:`jaxcam.adapters.EquinoxAdapter`'s.
     Inside the trace the model is rebuilt in inference mode and each head swapped for a wrapper
@@ -381,29 +371,10 @@ class EquinoxExitAdapter:
                             else jax.vmap(run_one)(images, deltas))
         return list(features), list(logits)
 
-    def count_exits(self, state: Any, images: jax.Array) -> int:
-        """The number of heads named."""
-        return len(self.heads)
-
-    def exit_label(self, k: int) -> str:
-        """``"exit k (head 'heads/0')"``."""
-        return _path_label(k, self.heads[k])
-
-    def check_call(self, state: Any, images: jax.Array) -> None:
-        """Nothing to check per call: the heads were checked when prepared."""
-
     def new_state(self, model: Any = None, variables: Any = None) -> Any:
         """New weights: ``model`` (an ``eqx.Module`` or :class:`jaxcam.EquinoxModel` of the same
         structure), with ``variables`` its new ``eqx.nn.State`` if it has one."""
-        if model is None:
-            raise TypeError("an Equinox explainer's update takes the model (an eqx.Module or "
-                            "jaxcam.EquinoxModel), and variables=its new eqx.nn.State if any")
-        if isinstance(model, EquinoxModel):
-            if variables is not None:
-                raise TypeError("pass the new eqx.nn.State inside the EquinoxModel or as "
-                                "variables=, not both")
-            model, variables = model.model, model.state
-        return new_equinox_arrays(self.structure, self.stateful, model, variables)
+        return equinox_new_state(self.structure, self.stateful, model, variables)
 
 
 def _listing(names: Sequence[str]) -> str:

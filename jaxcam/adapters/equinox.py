@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jaxcam.adapters._tap import Edit, LayerPath, unknown_layer_error
 
 __all__ = ["EquinoxAdapter", "EquinoxModel", "equinox_layer_name", "equinox_layer_paths",
-           "equinox_with_heads", "is_equinox", "new_equinox_arrays"]
+           "equinox_new_state", "equinox_with_heads", "is_equinox", "new_equinox_arrays"]
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -409,15 +409,7 @@ class EquinoxAdapter:
     def new_state(self, model: Any = None, variables: Any = None) -> Any:
         """New weights: ``model`` (an ``eqx.Module`` or an :class:`EquinoxModel` of the same
         structure), with ``variables`` its new ``eqx.nn.State`` if it has one."""
-        if model is None:
-            raise TypeError("an Equinox explainer's update takes the model (an eqx.Module or "
-                            "jaxcam.EquinoxModel), and variables=its new eqx.nn.State if any")
-        if isinstance(model, EquinoxModel):
-            if variables is not None:
-                raise TypeError("pass the new eqx.nn.State inside the EquinoxModel or as "
-                                "variables=, not both")
-            model, variables = model.model, model.state
-        return new_equinox_arrays(self.structure, self.stateful, model, variables)
+        return equinox_new_state(self.structure, self.stateful, model, variables)
 
 
 def new_equinox_arrays(structure: EquinoxStructure, stateful: bool, model: Any,
@@ -505,3 +497,21 @@ def equinox_with_heads(model: Any, heads: Sequence[tuple[LayerPath, LayerPath]],
                             replace_fn=lambda inner, layer=layer: tap(inner, "/".join(layer),
                                                                       **hooks[layer]))
     return model
+
+
+def equinox_new_state(structure: Any, stateful: bool, model: Any, variables: Any) -> Any:
+    """An Equinox explainer's new weights (its ``update``): ``model`` (an ``eqx.Module`` or an
+    :class:`EquinoxModel` of the same structure), with ``variables`` its new ``eqx.nn.State``.
+
+    Raises:
+      TypeError: no model, or the state given both inside an EquinoxModel and as ``variables``.
+    """
+    if model is None:
+        raise TypeError("an Equinox explainer's update takes the model (an eqx.Module or "
+                        "jaxcam.EquinoxModel), and variables=its new eqx.nn.State if any")
+    if isinstance(model, EquinoxModel):
+        if variables is not None:
+            raise TypeError("pass the new eqx.nn.State inside the EquinoxModel or as "
+                            "variables=, not both")
+        model, variables = model.model, model.state
+    return new_equinox_arrays(structure, stateful, model, variables)
