@@ -25,6 +25,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
+from _seeds import fresh_seed
 from flax import nnx
 
 import jaxcam
@@ -62,9 +63,7 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 @pytest.fixture(scope="module")
 def data_rng() -> np.random.Generator:
     """Fresh module data every run (the seed is printed on failure)."""
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"module data seed: {seed}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(fresh_seed("module_data"))
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
+from _seeds import fresh_seed
 from flax import nnx
 
 import msdnet_flax
@@ -36,9 +37,7 @@ MEAN, STD = (0.45, 0.5, 0.55), (0.2, 0.25, 0.3)
 
 @pytest.fixture(scope="module")
 def rng_m() -> np.random.Generator:
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"module seed: {seed}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(fresh_seed("module"))
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from _compiles import compilations  # noqa: E402
+from _seeds import fresh_seed
 from pytorch_grad_cam import GradCAM, HiResCAM, LayerCAM  # noqa: E402
 from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -53,9 +54,7 @@ TOL = 1e-4
 
 
 def _seed() -> int:
-    seed = int.from_bytes(os.urandom(4), "little") % 2**31
-    print(f"weights seed: {seed}")
-    return seed
+    return fresh_seed("weights", bits=31)
 
 
 # ---------------------------------------------------------------------------------------------

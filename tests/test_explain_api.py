@@ -8,14 +8,13 @@ backward pass through the heads, and ``aug_smooth`` against pytorch-grad-cam.
 
 from __future__ import annotations
 
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from _compiles import COMPILE_EVENTS, compilations  # noqa: F401
+from _seeds import fresh_seed
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -141,9 +140,7 @@ def linen_variables(w):
 @pytest.fixture(scope="module")
 def cnn():
     """The same random weights as an NNX module, a Linen module + variables, and functions."""
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"weights seed: {seed}")
-    w = make_weights(np.random.default_rng(seed))
+    w = make_weights(np.random.default_rng(fresh_seed("cnn")))
     stem, body, head = function_pair(w)
     return {
         "weights": w,
@@ -371,7 +368,7 @@ K = TINY_MSD.n_blocks
 @pytest.fixture(scope="module")
 def msd():
     """A tiny MSD-Net (random weights and BatchNorm) in PyTorch and Flax."""
-    return make_twins(TINY_MSD, np.random.default_rng())
+    return make_twins(TINY_MSD, np.random.default_rng(fresh_seed("msd")))
 
 
 def msd_images(rng, batch=2):
@@ -527,23 +524,32 @@ def test_zero_gradient_gives_zero_maps_not_nan(cnn, rng, method):
 
 
 def test_aug_smooth_matches_pytorch_grad_cam(msd, rng):
+    """In float64: aug_smooth takes 6 Grad-CAMs per image at a classifier's input, where one
+    ReLU input within float32 rounding of zero can move a map by a large fraction (the gradient
+    jumps there), and float32 puts one within reach every few hundred images."""
+    import copy
+
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     twin, model = msd
+    twin = copy.deepcopy(twin).double()
     exit_index = 1
     layer = model.exit_feature_path(exit_index)
-    x = msd_images(rng)
+    x = msd_images(rng).astype(np.float64)
     classes = rng.integers(0, 10, size=2)
     with GradCAM(model=ExitModel(twin, exit_index),
                  target_layers=[module_at(twin, layer)]) as cam:
-        ref = cam(input_tensor=nchw(x), targets=[ClassifierOutputTarget(int(c)) for c in classes],
-                  aug_smooth=True)
-    got = jaxcam.explain(model, x, target_layer=layer, output_index=exit_index, targets=classes,
-                         aug_smooth=True)
+        ref = cam(input_tensor=nchw(x).double(),
+                  targets=[ClassifierOutputTarget(int(c)) for c in classes], aug_smooth=True)
+    with jax.enable_x64(True):
+        model = nnx.clone(model)
+        nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
+        got = jaxcam.explain(model, x, target_layer=layer, output_index=exit_index,
+                             targets=classes, aug_smooth=True)
+        plain = jaxcam.explain(model, x, target_layer=layer, output_index=exit_index,
+                               targets=classes)
     np.testing.assert_allclose(np.asarray(got), ref, atol=1e-4, rtol=0)
-    plain = jaxcam.explain(model, x, target_layer=layer, output_index=exit_index,
-                           targets=classes)
     assert np.abs(np.asarray(plain) - ref).max() > 1e-2, "aug_smooth should change the maps"
 
 
@@ -557,13 +563,23 @@ def test_eigen_smooth_equals_method_function_and_postprocess(cnn, rng):
                                     eigen_smooth=True, relu=False, normalize=False,
                                     resize=False))
     signs = np.sign(np.sum(raw * raw_hand, axis=(1, 2)))[:, None, None]
-    np.testing.assert_allclose(raw, signs * raw_hand, atol=1e-5 * np.abs(raw_hand).max())
+    # The first singular vector moves by about (rounding) / (s1 - s2) (Davis-Kahan): the jitted
+    # and the eager projection round differently, so an image whose first two singular values
+    # lie close gets a tolerance widened by s1 / (s1 - s2) (seen: 2.4e-6 against 1.6e-6).
+    weighted = np.asarray(jnp.mean(grads, axis=(1, 2), keepdims=True) * acts, np.float64)
+    pixels = weighted.reshape(len(x), -1, weighted.shape[-1])
+    s = np.linalg.svd(pixels - pixels.mean(axis=1, keepdims=True), compute_uv=False)
+    spread = np.maximum(1.0, s[:, 0] / np.maximum(s[:, 0] - s[:, 1], 1e-12 * s[:, 0]))
+    print(f"s1 / (s1 - s2) per image: {np.round(spread, 2)}")
+    assert np.median(spread) < 1e3, "random weights gave degenerate spectra: the check is void"
     final = jaxcam.explain(cnn["nnx"], x, target_layer=LAYER, targets=classes,
                            eigen_smooth=True)
     expected = np.asarray(postprocess(signs * raw_hand, (SIZE, SIZE)))
-    # Min-max normalisation divides by each map's range, which magnifies the SVD's rounding
-    # between the jitted and the eager projection (seen: 1.6e-5 on one random seed).
-    np.testing.assert_allclose(np.asarray(final), expected, atol=1e-4)
+    for i in range(len(x)):
+        np.testing.assert_allclose(raw[i], signs[i] * raw_hand[i],
+                                   atol=1e-5 * spread[i] * np.abs(raw_hand[i]).max())
+        # Min-max normalisation divides by each map's range, which magnifies the same rounding.
+        np.testing.assert_allclose(np.asarray(final[i]), expected[i], atol=1e-4 * spread[i])
     plain = jaxcam.explain(cnn["nnx"], x, target_layer=LAYER, targets=classes)
     assert np.abs(np.asarray(plain) - np.asarray(final)).max() > 1e-2
 

@@ -31,6 +31,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from _compiles import COMPILE_EVENTS, compilations  # noqa: F401
+from _seeds import fresh_seed
 from flax import nnx  # noqa: E402
 from pytorch_grad_cam import GradCAM, HiResCAM, LayerCAM  # noqa: E402
 from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
@@ -49,9 +50,7 @@ TOL = 1e-4
 
 
 def _seed() -> int:
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"weights seed: {seed}")
-    return seed
+    return fresh_seed("weights")
 
 
 

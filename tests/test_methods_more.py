@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from _compiles import compilations
+from _seeds import fresh_seed
 from flax import nnx
 from pytorch_grad_cam import (
     FEM,
@@ -45,9 +46,7 @@ INNER_LAYER, INNER_EXIT = "blocks/1/0/layers/1", 3
 
 @pytest.fixture(scope="module")
 def twins():
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"twin weights seed: {seed}")
-    return make_twins(SMALL, np.random.default_rng(seed))
+    return make_twins(SMALL, np.random.default_rng(fresh_seed("twins")))
 
 
 @pytest.fixture(scope="module")
@@ -243,23 +242,35 @@ def test_shapleycam_is_gradcam_for_a_logit_of_a_relu_head(twins, rng):
 def test_finercam_matches_pytorch_grad_cam(twins, twins64, rng, how):
     twin, flax_model = twins
     layer, exit_index = _where(flax_model, "exit_input")
-    x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
-    call, options, targets = {}, {}, None
-    if how == "target_idx":
-        idx = int(rng.integers(0, 10))
-        call, targets = {"target_idx": idx}, idx
-    elif how == "alpha_and_comparisons":
-        alpha = float(rng.uniform(0.3, 1.5))
-        call = {"alpha": alpha, "comparison_categories": [1, 4, 20]}  # 20 >= K is dropped
-        options = {"alpha": alpha, "comparison_categories": [1, 4, 20]}  # a list is fine
-    ref = _pgc(twin, FinerCAM, layer, exit_index, x, None, call=call)
+    # A class can score below zero at every pixel of random weights (about 1 in 15 here), and
+    # then both maps are all zeros after the ReLU and agree for nothing: draw again until every
+    # image's reference map has something to compare.
+    for _ in range(20):
+        x = rng.standard_normal((3, 32, 32, 3)).astype(np.float32)
+        call, options, targets = {}, {}, None
+        if how == "target_idx":
+            idx = int(rng.integers(0, 10))
+            call, targets = {"target_idx": idx}, idx
+        elif how == "alpha_and_comparisons":
+            alpha = float(rng.uniform(0.3, 1.5))
+            call = {"alpha": alpha, "comparison_categories": [1, 4, 20]}  # 20 >= K is dropped
+            options = {"alpha": alpha, "comparison_categories": [1, 4, 20]}  # a list is fine
+        ref = _pgc(twin, FinerCAM, layer, exit_index, x, None, call=call)
+        if np.all(ref.reshape(len(x), -1).max(axis=1) > 0.5):
+            break
+    else:
+        pytest.fail("20 draws gave an all-zero reference map: the weights are degenerate")
     got = _jax(flax_model, "finercam", layer, exit_index, x, targets=targets, **options)
     err = np.abs(got - ref).max()
     print(f"FinerCAM {how}: {err:.2e}")
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-    # Different from the plain Grad-CAM of the same class: the comparison classes matter.
-    plain = _jax(flax_model, "gradcam", layer, exit_index, x, targets=targets)
-    assert np.abs(plain - got).max() > 1e-2
+    # Different from the plain Grad-CAM of the same class: the comparison classes matter. The
+    # raw maps are compared, as a ReLU may zero both.
+    raw = dict(relu=False, normalize=False, resize=False)
+    raw_finer = _jax(flax_model, "finercam", layer, exit_index, x, targets=targets, **options,
+                     **raw)
+    raw_plain = _jax(flax_model, "gradcam", layer, exit_index, x, targets=targets, **raw)
+    assert np.abs(raw_plain - raw_finer).max() > 1e-2 * np.abs(raw_plain).max()
 
 
 def test_finercam_inner_layer_float64(twins64, rng):
@@ -514,23 +525,29 @@ def test_deep_feature_factorization_matches_pytorch_grad_cam(twins, twins64, rng
              "use_softmax_scores": False}),
     ("mean", {"num_scales": 2, "theta": 0.2, "smooth": False}),
 ])
-def test_sess_matches_pytorch_grad_cam(twins, rng, pool, options):
+def test_sess_matches_pytorch_grad_cam(twins64, rng, pool, options):
     """The same patches, scores, base Grad-CAM maps, pasting, fusion and blur: the algorithm
-    is deterministic, so the maps agree to float32 rounding."""
+    is deterministic, so the maps agree to rounding.
+
+    In float64: SESS takes Grad-CAMs of some 30 patches, and in float32 one patch in a few
+    hundred has a ReLU input within rounding of zero in the 2x2 classifier, where the gradient
+    jumps (seen: 4e-7, and that patch's map moved by 0.28); float64 keeps such kinks out of
+    reach. Both libraries fuse the patch maps in float32."""
     from pytorch_grad_cam import SESS, GradCAM
 
     from jaxcam.methods.layer import sess
 
-    twin, flax_model = twins
+    twin, flax_model = twins64
     layer = flax_model.exit_feature_path(EXIT)
-    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 32, 32, 3))
     classes = rng.integers(0, 10, size=2)
     pgc_targets = None if pool == "max" else _logit_targets(classes)
     with SESS(ExitModel(twin, EXIT), [module_at(twin, layer)], base_method=GradCAM, pool=pool,
               **options) as cam:
-        ref = cam(nchw(x), pgc_targets)
-    got = np.asarray(sess(flax_model, x, target_layer=layer, output_index=EXIT, pool=pool,
-                          targets=None if pool == "max" else classes, **options))
+        ref = cam(nchw(x).double(), pgc_targets)
+    with jax.enable_x64(True):
+        got = np.asarray(sess(flax_model, x, target_layer=layer, output_index=EXIT, pool=pool,
+                              targets=None if pool == "max" else classes, **options))
     print(f"SESS {pool} {options}: {np.abs(got - ref).max():.2e}")
     assert got.shape == ref.shape == (2, 32, 32)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)

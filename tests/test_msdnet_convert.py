@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _seeds import fresh_seed
 from flax import nnx
 
 import msdnet_flax
@@ -74,9 +75,7 @@ def assert_outputs_match(features, logits, ref_features, ref_logits, tag: str = 
 
 def seeded_rng() -> np.random.Generator:
     """For module-scoped fixtures (the ``rng`` fixture is per test): fresh, seed printed."""
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"module fixture random seed: {seed}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(fresh_seed("module_fixture"))
 
 
 def flat_pure(model: msdnet_flax.MSDNet) -> dict:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _seeds import fresh_seed
 from flax import nnx, traverse_util
 
 import msdnet_flax
@@ -60,7 +61,7 @@ def abstract_model(config: MSDNetConfig) -> msdnet_flax.MSDNet:
 
 @pytest.fixture(scope="module")
 def tiny_model() -> msdnet_flax.MSDNet:
-    return msdnet_flax.MSDNet(TINY, rngs=nnx.Rngs(int.from_bytes(os.urandom(4), "little")))
+    return msdnet_flax.MSDNet(TINY, rngs=nnx.Rngs(fresh_seed("tiny_model")))
 
 
 # ------------------------------------------------------------------ paper shapes and sizes

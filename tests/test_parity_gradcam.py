@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from _seeds import fresh_seed
 from captum.attr import LayerGradCam
 from flax import nnx
 from pytorch_grad_cam import (
@@ -55,9 +56,7 @@ INNER_LAYER, INNER_EXIT = "blocks/1/0/layers/1", 3
 
 @pytest.fixture(scope="module")
 def twins():
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"twin weights seed: {seed}")
-    return make_twins(SMALL, np.random.default_rng(seed))
+    return make_twins(SMALL, np.random.default_rng(fresh_seed("twins")))
 
 
 @pytest.fixture(scope="module")

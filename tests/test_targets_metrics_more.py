@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _seeds import fresh_seed
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.metrics import road as pgc_road
 from pytorch_grad_cam.metrics.arcc import ARCC, Coherency, Complexity
@@ -28,9 +29,7 @@ EXIT = 2
 
 @pytest.fixture(scope="module")
 def twins():
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"twin weights seed: {seed}")
-    return make_twins(SMALL, np.random.default_rng(seed))
+    return make_twins(SMALL, np.random.default_rng(fresh_seed("twins")))
 
 
 def _torch_rowwise(target, output: np.ndarray):

@@ -176,7 +176,9 @@ def sess(model: Any, images: Any, *, target_layer: Any, targets: Any = None,
         counts = jnp.zeros((height, width), jnp.float32)
         for cam, weight, index in zip(cams, weights, order, strict=True):
             size, y, x = places[index]
-            full = jnp.zeros(size, jnp.float32).at[y:y + window, x:x + window].set(cam * weight)
+            # Fused in float32 whatever the model's dtype, as pytorch-grad-cam does.
+            pasted = (cam * weight).astype(jnp.float32)
+            full = jnp.zeros(size, jnp.float32).at[y:y + window, x:x + window].set(pasted)
             full = resize_bilinear(full, (height, width))
             if pool == "max":
                 total = jnp.maximum(total, full)
