@@ -9,6 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keras 3 reads its backend once, at its first import (tests/test_frameworks_torch_keras.py).
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import _msd_twins  # noqa: E402
 import _seeds  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -29,3 +30,15 @@ def rng() -> np.random.Generator:
     if _seeds.DRAWN:
         print("weight seeds: " + ", ".join(f"{k}={v}" for k, v in _seeds.DRAWN.items()))
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="module")
+def twins():
+    """The small MSD-Net twin of ``_msd_twins`` (PyTorch, Flax NNX), one per test module."""
+    return _msd_twins.small_twins()
+
+
+@pytest.fixture(scope="module")
+def twins64(twins):
+    """Float64 copies of ``twins`` (use the Flax one under ``jax.enable_x64``)."""
+    return _msd_twins.as_float64(*twins)

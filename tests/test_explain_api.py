@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _compiles import COMPILE_EVENTS, compilations  # noqa: F401
+from _msd_twins import as_float64
 from _seeds import fresh_seed
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -527,13 +528,10 @@ def test_aug_smooth_matches_pytorch_grad_cam(msd, rng):
     """In float64: aug_smooth takes 6 Grad-CAMs per image at a classifier's input, where one
     ReLU input within float32 rounding of zero can move a map by a large fraction (the gradient
     jumps there), and float32 puts one within reach every few hundred images."""
-    import copy
-
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    twin, model = msd
-    twin = copy.deepcopy(twin).double()
+    twin, model = as_float64(*msd)
     exit_index = 1
     layer = model.exit_feature_path(exit_index)
     x = msd_images(rng).astype(np.float64)
@@ -543,8 +541,6 @@ def test_aug_smooth_matches_pytorch_grad_cam(msd, rng):
         ref = cam(input_tensor=nchw(x).double(),
                   targets=[ClassifierOutputTarget(int(c)) for c in classes], aug_smooth=True)
     with jax.enable_x64(True):
-        model = nnx.clone(model)
-        nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
         got = jaxcam.explain(model, x, target_layer=layer, output_index=exit_index,
                              targets=classes, aug_smooth=True)
         # Raw maps: a class may score below zero at every pixel, and then the ReLU zeroes both.

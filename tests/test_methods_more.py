@@ -5,7 +5,6 @@ ShapleyCAM, Finer-CAM, RandomCAM, RefineCAM), each against pytorch-grad-cam on t
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 
 import jax
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from _compiles import compilations
-from _seeds import fresh_seed
+from _msd_twins import EXIT, INNER_EXIT, INNER_LAYER, as_float64
 from flax import nnx
 from pytorch_grad_cam import (
     FEM,
@@ -33,30 +32,7 @@ import jaxcam
 from jaxcam import registry
 from jaxcam.methods.layer import kernel_pca_projection, random_channel_weights, randomcam
 from jaxcam.targets import ClassifierOutputReST as JaxReST
-from msdnet_flax import MSDNetConfig
-from msdnet_flax.testing import ExitModel, make_twins, module_at, nchw
-
-# The small MSD-Net of tests/test_parity_gradcam.py: exit 2's classifier input (8x8) and a
-# 16x16 layer inside block 1 whose gradient comes through the rest of the backbone.
-SMALL = MSDNetConfig(data="cifar", num_classes=10, n_blocks=4, n_channels=8, base=2, step=2,
-                     growth_rate=6)
-EXIT = 2
-INNER_LAYER, INNER_EXIT = "blocks/1/0/layers/1", 3
-
-
-@pytest.fixture(scope="module")
-def twins():
-    return make_twins(SMALL, np.random.default_rng(fresh_seed("twins")))
-
-
-@pytest.fixture(scope="module")
-def twins64(twins):
-    """Float64 copies of both twins (use them under jax.enable_x64)."""
-    twin, flax_model = twins
-    with jax.enable_x64(True):
-        model = nnx.clone(flax_model)
-        nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
-    return copy.deepcopy(twin).double(), model
+from msdnet_flax.testing import ExitModel, module_at, nchw
 
 
 def _where(flax_model, where):
@@ -665,10 +641,8 @@ def test_fullgrad_matches_pytorch_grad_cam_on_efficientnet_lite0(efficientnet_pa
     category = int(rng.integers(0, 1000))
     ref = FullGrad(twin, [])(nchw(x), _logit_targets([category]))
     got = np.asarray(jaxcam.explain(model, x, method="fullgrad", targets=category))
+    twin64, model64 = as_float64(twin, model)
     with jax.enable_x64(True):
-        model64 = nnx.clone(model)
-        nnx.update(model64, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model64)))
-        twin64 = copy.deepcopy(twin).double()
         ref64 = FullGrad(twin64, [])(nchw(x).double(), _logit_targets([category]))
         got64 = np.asarray(jaxcam.explain(model64, x.astype(np.float64), method="fullgrad",
                                           targets=category))

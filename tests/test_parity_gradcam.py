@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import jax
 import numpy as np
 import pytest
 import torch
-from _seeds import fresh_seed
+from _msd_twins import EXIT, INNER_EXIT, INNER_LAYER
 from captum.attr import LayerGradCam
-from flax import nnx
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
@@ -28,7 +25,6 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 import jaxcam
 from jaxcam.methods import gradcam
-from msdnet_flax import MSDNetConfig
 from msdnet_flax.model import presets as configs
 from msdnet_flax.testing import ExitModel, make_twins, module_at, nchw
 
@@ -44,30 +40,8 @@ PGC = {
 }
 DIVIDE_BY_SUMS = {"gradcamplusplus", "xgradcam"}  # ill-conditioned in float32 (see below)
 
-# A small MSD-Net (4 exits, both pruning transitions) keeps compilation short; the full
-# cifar10_anytime network is checked once below. Two places are explained: exit 2 at its
-# classifier input (8x8), and exit 3 at a 16x16 layer inside block 1, whose gradient comes
-# through the rest of the backbone and varies across positions.
-SMALL = MSDNetConfig(data="cifar", num_classes=10, n_blocks=4, n_channels=8, base=2, step=2,
-                     growth_rate=6)
-EXIT = 2
-INNER_LAYER, INNER_EXIT = "blocks/1/0/layers/1", 3
-
-
-@pytest.fixture(scope="module")
-def twins():
-    return make_twins(SMALL, np.random.default_rng(fresh_seed("twins")))
-
-
-@pytest.fixture(scope="module")
-def twins64(twins):
-    """Float64 copies of both twins (their arrays stay float64; use them under enable_x64)."""
-    twin, flax_model = twins
-    with jax.enable_x64(True):
-        model = nnx.clone(flax_model)
-        nnx.update(model, jax.tree.map(lambda a: a.astype(np.float64), nnx.state(model)))
-    assert {a.dtype for a in jax.tree.leaves(nnx.state(model))} == {np.dtype(np.float64)}
-    return copy.deepcopy(twin).double(), model
+# The small MSD-Net twin of _msd_twins (the ``twins`` fixtures) keeps compilation short; the
+# full cifar10_anytime network is checked once below.
 
 
 def _pgc_maps(twin, cls, layer_path, exit_index, x, classes, **kwargs):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from _seeds import fresh_seed
+from _msd_twins import EXIT
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.metrics import road as pgc_road
 from pytorch_grad_cam.metrics.arcc import ARCC, Coherency, Complexity
@@ -19,17 +19,7 @@ from pytorch_grad_cam.utils import model_targets as pgc_targets
 
 import jaxcam
 from jaxcam import metrics, targets
-from msdnet_flax import MSDNetConfig
-from msdnet_flax.testing import ExitModel, make_twins, module_at, nchw
-
-SMALL = MSDNetConfig(data="cifar", num_classes=10, n_blocks=4, n_channels=8, base=2, step=2,
-                     growth_rate=6)
-EXIT = 2
-
-
-@pytest.fixture(scope="module")
-def twins():
-    return make_twins(SMALL, np.random.default_rng(fresh_seed("twins")))
+from msdnet_flax.testing import ExitModel, module_at, nchw
 
 
 def _torch_rowwise(target, output: np.ndarray):
