@@ -24,14 +24,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx, traverse_util
+from flax import nnx
 
 from efficientnet_flax.model import EfficientNetLite0
+from jaxcam.extend import torch_layout
 from jaxcam.extend.skeleton import abstract_split
-from jaxcam.extend.torch_layout import to_flax_layout, to_torch_layout
 
 __all__ = ["BUNDLED_WEIGHTS", "PIP_PACKAGE", "load_pretrained", "load_state_dict",
            "pretrained_weights_path", "read_state_dict", "to_state_dict"]
@@ -75,50 +73,12 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> dict[str
       The arrays, with DataParallel's ``module.`` prefix stripped and ``num_batches_tracked``
       dropped.
     """
-    obj = path_or_state_dict
-    if isinstance(obj, (str, os.PathLike)):
-        if not os.path.isfile(obj):
-            raise FileNotFoundError(f"PyTorch weights file {os.fspath(obj)!r} does not exist")
-        if os.fspath(obj).endswith(".safetensors"):
-            from safetensors.numpy import load_file
-
-            return read_state_dict(load_file(os.fspath(obj)))
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError("reading a .pth file needs PyTorch: pip install 'jaxcam[torch]'"
-                              ) from e
-        obj = torch.load(obj, map_location="cpu", weights_only=True)
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a state dict (a mapping of names to tensors), got "
-                        f"{type(obj).__name__}")
-    if isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    out = {}
-    for key, value in obj.items():
-        key = str(key).removeprefix("module.")
-        if key.endswith("num_batches_tracked"):
-            continue
-        if hasattr(value, "detach"):  # a torch.Tensor, without importing torch
-            value = value.detach().cpu().numpy()
-        out[key] = np.asarray(value)
-    return out
+    return torch_layout.read_state_dict(path_or_state_dict, "PyTorch weights file")
 
 
 @functools.lru_cache(maxsize=4)
 def _abstract_split(num_classes: int) -> tuple[nnx.GraphDef, nnx.State]:
     return abstract_split(lambda rngs: EfficientNetLite0(num_classes, rngs=rngs))
-
-
-def _mismatch_error(missing: list[str], unexpected: list[str], shapes: list[str]) -> ValueError:
-    def part(title: str, items: list[str]) -> str:
-        shown = ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
-        return f"{len(items)} {title}: {shown}"
-
-    parts = [part(t, i) for t, i in (("missing keys", missing), ("unexpected keys", unexpected),
-                                       ("shape mismatches", shapes)) if i]
-    return ValueError("the state dict is not an EfficientNet-Lite0 (efficientnet_lite_pytorch "
-                      "layout); " + "; ".join(parts) + ".")
 
 
 def load_state_dict(path_or_state_dict: str | os.PathLike | Mapping, *,
@@ -141,25 +101,9 @@ def load_state_dict(path_or_state_dict: str | os.PathLike | Mapping, *,
         fc = sd.get("_fc.weight")
         num_classes = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else 1000
     graphdef, state = _abstract_split(num_classes)
-    state = jax.tree.map(lambda x: x, state)  # a copy: the cached state stays abstract
-    flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
-    missing, shapes, new_flat = [], [], {}
-    for path, target in flat.items():
-        key = _torch_key(path)
-        if key not in sd:
-            missing.append(key)
-            continue
-        value = to_flax_layout(str(path[-1]), sd[key])
-        if value.shape != tuple(target.shape):
-            expected = to_torch_layout(str(path[-1]), np.empty(target.shape, np.int8)).shape
-            shapes.append(f"{key} {tuple(sd[key].shape)} != expected {expected}")
-            continue
-        new_flat[path] = jnp.asarray(value, dtype=target.dtype)
-    known = {_torch_key(p) for p in flat}
-    unexpected = sorted(k for k in sd if k not in known)
-    if missing or unexpected or shapes:
-        raise _mismatch_error(missing, unexpected, shapes)
-    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(new_flat))
+    state = torch_layout.fill_state(
+        state, sd, _torch_key,
+        "the state dict is not an EfficientNet-Lite0 (efficientnet_lite_pytorch layout)")
     model = nnx.merge(graphdef, state)
     model.eval()
     return model
@@ -176,19 +120,7 @@ def to_state_dict(model: EfficientNetLite0, *, as_torch: bool = True) -> dict[st
     Returns:
       ``{key: array}`` with the keys of the shipped weights.
     """
-    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
-    out = {_torch_key(p): np.ascontiguousarray(to_torch_layout(str(p[-1]), np.asarray(v)))
-           for p, v in flat.items()}
-    if not as_torch:
-        return out
-    import torch
-
-    sd = {}
-    for key, value in out.items():
-        sd[key] = torch.from_numpy(value.copy())
-        if key.endswith("running_var"):
-            sd[key.removesuffix("running_var") + "num_batches_tracked"] = torch.tensor(0)
-    return sd
+    return torch_layout.state_dict_of(nnx.state(model), _torch_key, as_torch=as_torch)
 
 
 def pretrained_weights_path() -> str:

@@ -10,7 +10,8 @@ jaxcam that :mod:`msdnet_flax` imports.
 - :func:`fast_cpu_convs` (:mod:`jaxcam.extend.depthwise`): that, and on the CPU backend every
   depthwise convolution as shifted multiply-adds (XLA:CPU's depthwise kernel is 5-30x slower
   than PyTorch's); what the explain pipelines run the model through.
-- :mod:`jaxcam.extend.torch_layout`: PyTorch <-> Flax kernel layouts for state-dict converters;
+- :mod:`jaxcam.extend.torch_layout`: PyTorch <-> Flax kernel layouts and the strict state-dict
+  reading, filling and writing both converters share;
   :func:`jaxcam.extend.skeleton.abstract_split`: a module's graph and shapes without drawing its
   weights, quickly.
 - :mod:`jaxcam.extend.files`: the one atomic file writer; :mod:`jaxcam.extend.images`: the

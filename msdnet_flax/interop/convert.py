@@ -11,15 +11,11 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx, traverse_util
+from flax import nnx
 
-from jaxcam.extend import skeleton
-from jaxcam.extend.torch_layout import to_flax_layout, to_torch_layout
+from jaxcam.extend import skeleton, torch_layout
 from msdnet_flax.model.config import MSDNetConfig
 from msdnet_flax.model.msdnet import MSDNet
 
@@ -35,12 +31,6 @@ def _torch_key(path: tuple) -> str:
     return ".".join([*(str(p) for p in parents), _LEAF_TO_TORCH[leaf]])
 
 
-def _as_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch.Tensor, without importing torch
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def read_pytorch_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> dict:
     """A kalviny-style checkpoint as a flat ``{key: np.ndarray}`` state dict.
 
@@ -48,34 +38,7 @@ def read_pytorch_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> 
     (kalviny's ``main.py`` saves ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``).
     Strips ``module.`` (DataParallel) and drops ``num_batches_tracked``.
     """
-    obj = path_or_state_dict
-    if isinstance(obj, (str, os.PathLike)):
-        if not os.path.isfile(obj):
-            raise FileNotFoundError(f"PyTorch checkpoint {os.fspath(obj)!r} does not exist")
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError("reading a .pth file needs PyTorch: pip install 'jaxcam[torch]'"
-                              ) from e
-        try:
-            obj = torch.load(obj, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"could not read {os.fspath(path_or_state_dict)!r} as a PyTorch "
-                             f"checkpoint (torch.load with weights_only=True): {e}") from e
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a state dict (a mapping of names to tensors), got "
-                        f"{type(obj).__name__}")
-    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    out = {}
-    for key, value in obj.items():
-        if not isinstance(key, str):
-            raise TypeError(f"state dict keys must be strings, got {key!r}")
-        key = key.removeprefix("module.")
-        if key.endswith("num_batches_tracked"):
-            continue
-        out[key] = _as_numpy(value)
-    return out
+    return torch_layout.read_state_dict(path_or_state_dict, "PyTorch checkpoint")
 
 
 @functools.lru_cache(maxsize=16)
@@ -89,18 +52,6 @@ def abstract_split(config: MSDNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
     are ``jax.ShapeDtypeStruct`` (no weights drawn), to fill with ``nnx.replace_by_pure_dict``."""
     graphdef, state = _abstract_split(config)
     return graphdef, jax.tree.map(lambda x: x, state)
-
-
-def _mismatch_error(missing: list[str], unexpected: list[str], shapes: list[str]) -> ValueError:
-    def part(title: str, items: list[str]) -> str:
-        shown = ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
-        return f"{len(items)} {title}: {shown}"
-
-    parts = [part(t, i) for t, i in (("missing keys", missing), ("unexpected keys", unexpected),
-                                       ("shape mismatches", shapes)) if i]
-    return ValueError("the checkpoint does not match this MSDNetConfig; " + "; ".join(parts)
-                      + ". Check that the config (data, n_blocks, step, base, growth_rate, "
-                      "gr_factor, num_classes, ...) is the one the checkpoint was trained with.")
 
 
 def load_pytorch_checkpoint(path_or_state_dict: str | os.PathLike | Mapping,
@@ -121,25 +72,11 @@ def load_pytorch_checkpoint(path_or_state_dict: str | os.PathLike | Mapping,
     """
     torch_sd = read_pytorch_state_dict(path_or_state_dict)
     # Build the model abstractly: no initial weights are drawn only to be overwritten.
-    graphdef, state = abstract_split(config)
-    flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
-    missing, shapes, new_flat = [], [], {}
-    for path, target in flat.items():
-        key = _torch_key(path)
-        if key not in torch_sd:
-            missing.append(key)
-            continue
-        value = to_flax_layout(path[-1], torch_sd[key])
-        if value.shape != tuple(target.shape):
-            expected = to_torch_layout(path[-1], np.empty(target.shape, np.int8)).shape
-            shapes.append(f"{key} {tuple(torch_sd[key].shape)} != expected {expected}")
-            continue
-        new_flat[path] = jnp.asarray(value, dtype=target.dtype)
-    known = {_torch_key(p) for p in flat}
-    unexpected = sorted(k for k in torch_sd if k not in known)
-    if missing or unexpected or shapes:
-        raise _mismatch_error(missing, unexpected, shapes)
-    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(new_flat))
+    graphdef, state = _abstract_split(config)
+    state = torch_layout.fill_state(
+        state, torch_sd, _torch_key, "the checkpoint does not match this MSDNetConfig",
+        "Check that the config (data, n_blocks, step, base, growth_rate, gr_factor, "
+        "num_classes, ...) is the one the checkpoint was trained with.")
     model = nnx.merge(graphdef, state)
     model.eval()
     return model
@@ -153,16 +90,4 @@ def to_pytorch_state_dict(model: MSDNet, *, as_torch: bool = True) -> dict:
       as_torch: return ``torch.Tensor`` values (with BatchNorm's ``num_batches_tracked``) rather
         than NumPy arrays.
     """
-    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
-    out = {_torch_key(p): np.ascontiguousarray(to_torch_layout(p[-1], np.asarray(v)))
-           for p, v in flat.items()}
-    if not as_torch:
-        return out
-    import torch
-
-    sd = {}
-    for key, value in out.items():
-        sd[key] = torch.from_numpy(value.copy())
-        if key.endswith("running_var"):
-            sd[key.removesuffix("running_var") + "num_batches_tracked"] = torch.tensor(0)
-    return sd
+    return torch_layout.state_dict_of(nnx.state(model), _torch_key, as_torch=as_torch)
