@@ -420,6 +420,22 @@ def test_square_layouts_without_a_layout(rng):
         jaxcam.methods.gradcam(*view)
     np.testing.assert_allclose(np.asarray(jaxcam.methods.gradcam(*view, layout="NHWC")),
                                nchw_map, rtol=1e-6, atol=1e-6)
+    # A permuted view whose map is not square (w == C here: (2, 20, 24, 24) reads as a 24x24
+    # map of 20 channels) is known by its strides; a channels_last NCHW tensor is not such a view.
+    acts_wide = torch.from_numpy(rng.standard_normal((2, 24, 20, 24)).astype(np.float32))
+    grads_wide = torch.from_numpy(rng.standard_normal((2, 24, 20, 24)).astype(np.float32))
+    wide_map = np.asarray(jaxcam.methods.gradcam(acts_wide, grads_wide))
+    assert wide_map.shape == (2, 20, 24)
+    wide_view = (acts_wide.permute(0, 2, 3, 1), grads_wide.permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match=r"shape \(2, 20, 24, 24\), which looks channels-last.*"
+                                         r"strides \(11520, 24, 1, 480\) are those of a "
+                                         r"permute\(0, 2, 3, 1\) view"):
+        jaxcam.methods.gradcam(*wide_view)
+    np.testing.assert_allclose(np.asarray(jaxcam.methods.gradcam(*wide_view, layout="NHWC")),
+                               wide_map, rtol=1e-6, atol=1e-6 * np.abs(wide_map).max())
+    as_channels_last = [t.to(memory_format=torch.channels_last) for t in (acts_wide, grads_wide)]
+    np.testing.assert_allclose(np.asarray(jaxcam.methods.gradcam(*as_channels_last)), wide_map,
+                               rtol=1e-6, atol=1e-6 * np.abs(wide_map).max())
     with pytest.raises(ValueError, match=r"different layouts \(activations as NCHW, gradients "
                                          r"as NHWC"):
         jaxcam.methods.gradcam(t_acts, nhwc[1])

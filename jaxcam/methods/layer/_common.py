@@ -25,9 +25,12 @@ Without a layout (``layout=None``, the default) the layout is decided safely, ne
 wrong on a rank-4 ``(B, a, b, c)`` input:
 
 * a ``torch.Tensor`` is channels-first, PyTorch's own order: read as NCHW (``(B, C, h, w)``)
-  -- unless it is plainly channels-last (``a == b != c``: a square map read the other way, as a
-  ``permute(0, 2, 3, 1)`` view of hooked activations is), which is an error; a rank-3 tensor
-  (tokens ``(B, N, D)`` or a ``(B, C, L)`` map?) is an error too;
+  -- unless it is plainly channels-last, which is an error: ``a == b != c`` (a square map read
+  the other way), or strides that show a ``permute(0, 2, 3, 1)`` view of a contiguous tensor
+  (the last axis outermost in memory; a ``torch.channels_last`` NCHW tensor is not such a view
+  and stays NCHW). A rank-3 tensor (tokens ``(B, N, D)`` or a ``(B, C, L)`` map?) is an error
+  too. A permuted view made ``.contiguous()`` carries no trace of the permutation: pass its
+  layout;
 * any other array (NumPy, JAX) is read as NHWC (``(B, h, w, C)``) when that reading is the
   plausible one: a square map (``a == b``) or more channels than either side (``c > a`` and
   ``c > b``). Any other shape (``b == c != a``: a square channels-first map; or no square side
@@ -67,6 +70,17 @@ def _is_torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _is_permuted_view(x: Any, shape: tuple[int, ...]) -> bool:
+    """Whether a rank-4 tensor's memory order (outermost first) of its non-batch axes is
+    (3, 1, 2), that of a ``permute(0, 2, 3, 1)`` view of a contiguous ``(B, C, h, w)`` tensor;
+    NCHW tensors, contiguous (1, 2, 3) or ``channels_last`` (2, 3, 1), are never so. An axis of
+    size 1 makes the orders indistinguishable, and then nothing is inferred."""
+    if min(shape[1:]) == 1:
+        return False
+    strides = tuple(x.stride())
+    return sorted((1, 2, 3), key=lambda i: -strides[i]) == [3, 1, 2]
+
+
 def _default_layout(x: Any, name: str) -> str:
     """The layout :data:`LAYOUT_RULE` decides for ``x``, or its ValueError."""
     shape = tuple(int(d) for d in (x.shape if hasattr(x, "shape") else np.shape(x)))
@@ -77,14 +91,17 @@ def _default_layout(x: Any, name: str) -> str:
                 f"or a channels-first (B, C, L) map? Pass layout='NHWC' for channels last or "
                 f"layout='NCHW' for channels first (or bring tokens to a (B, h, w, C) map "
                 f"first, e.g. with jaxcam.reshape.vit())")
-        if len(shape) == 4 and shape[1] == shape[2] != shape[3]:
+        square = len(shape) == 4 and shape[1] == shape[2] != shape[3]
+        if square or (len(shape) == 4 and _is_permuted_view(x, shape)):
             _, a, b, c = shape
+            why = ("a permute(0, 2, 3, 1) view?" if square else
+                   f"its strides {tuple(x.stride())} are those of a permute(0, 2, 3, 1) view")
             raise ValueError(
                 f"{name} is a torch.Tensor of shape {shape}, which looks channels-last: read "
-                f"as PyTorch's NCHW it is a {b}x{c} map of {a} channels, read as NHWC a square "
-                f"{a}x{b} map of {c} channels (a permute(0, 2, 3, 1) view?). Pass "
-                f"layout='NHWC' if it is channels last, or layout='NCHW' to confirm channels "
-                f"first (or pass the tensor as hooked, (B, C, h, w))")
+                f"as PyTorch's NCHW it is a {b}x{c} map of {a} channels, read as NHWC a "
+                f"{a}x{b} map of {c} channels ({why}). Pass layout='NHWC' if it is channels "
+                f"last, or layout='NCHW' to confirm channels first (or pass the tensor as "
+                f"hooked, (B, C, h, w))")
         return "NCHW"
     if len(shape) == 4:
         _, a, b, c = shape
