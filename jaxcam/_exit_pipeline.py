@@ -49,10 +49,17 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
     method, options = opts.method, dict(opts.method_options)
 
     def exit_scores(logits: list[jax.Array]) -> jax.Array:
-        scores = [target_scores(spec, out, None if classes is None else classes[i])
-                  for i, out in enumerate(logits)]
-        return sum(jnp.sum(s) for s in scores)
+        # Each exit's own scores: the targets', or the method's (Finer-CAM compares each
+        # exit's target with that exit's most similar classes).
+        def scores(out: jax.Array, exit_classes: jax.Array | None) -> jax.Array:
+            if method.scores is None:
+                return target_scores(spec, out, exit_classes)
+            return method.scores(spec, out, exit_classes, **options)
 
+        return sum(jnp.sum(scores(out, None if classes is None else classes[i]))
+                   for i, out in enumerate(logits))
+
+    extras: list[dict[str, Any]] = []
     if not method.uses_gradients:
         selected, logits = fast_cpu_convs(lambda: adapter.exit_forward(state, images, exits))()
         grads: list[Any] = [None] * len(selected)
@@ -69,6 +76,14 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
         # same result up to rounding, a fraction of the time.
         grads, (selected, logits) = jax.grad(fast_cpu_convs(total_score),
                                              has_aux=True)(deltas)
+        if method.uses_hvp:
+            # Score k depends on delta_k alone (through head k), so the Hessian is block
+            # diagonal over the exits: one forward-over-reverse pass along (f_1, ..., f_K)
+            # gives every exit's own H_k f_k. Without the strided-conv rule, a custom_vjp
+            # that forward mode cannot differentiate.
+            grad_fn = jax.grad(lambda d: fast_cpu_convs(total_score, strided_grads=False)(d)[0])
+            hvps = jax.jvp(grad_fn, (deltas,), (list(selected),))[1]
+            extras = [{"hvp": h} for h in hvps]
     size = image_size(images.shape, getattr(adapter, "layout", "NHWC"))
     to_map = getattr(adapter, "to_map", None)
     if to_map is not None:  # the exit features as (B, h, w, C) maps, gradients through them
@@ -79,12 +94,18 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
                 _check_head_input(a, name, batch, adapter.layout)
         grads = [None if g is None else adapter.map_gradient(a, g, n, batch)
                  for a, g, n in zip(selected, grads, names, strict=True)]
+        # A Hessian-vector product is a gradient of the score too (of <grad, f_k>), and goes
+        # through the map the same way.
+        if extras:
+            extras = [{k: adapter.map_gradient(a, v, n, batch) for k, v in e.items()}
+                      for a, e, n in zip(selected, extras, names, strict=True)]
         selected = [to_map(a, n, batch) for a, n in zip(selected, names, strict=True)]
+    extras = extras or [{} for _ in selected]
     # The maps are (B, h, w, C) by construction: the methods read them as such.
     with maps_layout("NHWC"):
-        maps = [postprocess([method.fn(a, g, eigen_smooth=opts.eigen_smooth, **options)],
+        maps = [postprocess([method.fn(a, g, eigen_smooth=opts.eigen_smooth, **e, **options)],
                             size, relu=opts.relu, normalize=opts.normalize, resize=opts.resize)
-                for a, g in zip(selected, grads, strict=True)]
+                for a, g, e in zip(selected, grads, extras, strict=True)]
     sizes = sorted({tuple(m.shape[1:]) for m in maps})
     if len(sizes) > 1:  # only without resize
         raise ValueError(f"with resize=False the exits' maps keep their own sizes, here "

@@ -290,21 +290,29 @@ class ExitExplainer(PreparedExplainer):
         is called with the images as given).
       reshape_transform: applied to every exit's classifier input ``f_k`` (e.g.
         :func:`jaxcam.reshape.vit` for exits on a ViT's tokens), as in :func:`jaxcam.explain`.
+      **method_options: the method's own options, as in :func:`jaxcam.explain` (Finer-CAM's
+        ``alpha`` and ``comparison_categories``, FEM's ``k``, ...); any other keyword is a
+        ``TypeError`` naming the valid ones.
 
     Raises:
       ValueError, TypeError: an unsupported method, keyword or model, or exits out of range.
     """
 
-    @strict_keywords
     def __init__(self, model: Any, *, method: str = "gradcam",
                  exits: Sequence[int] | None = None, relu: bool = True, normalize: bool = True,
                  resize: bool = True, eigen_smooth: bool = False, check_finite: bool = True,
-                 layout: str | None = None, reshape_transform: Callable[..., Any] | None = None):
+                 layout: str | None = None, reshape_transform: Callable[..., Any] | None = None,
+                 **method_options: Any):
         record = registry.get(method)
         if not record.multi_exit:
             raise ValueError(f"explain_exits supports the activation-gradient methods "
                              f"{', '.join(registry.names(multi_exit=True))}; got "
                              f"{record.name!r} (use jaxcam.explain for it)")
+        if {"targets", "target", "images"} & set(method_options):
+            raise TypeError("ExitExplainer() takes the model and its options; the images and "
+                            "targets go to each call: explainer(images, targets)")
+        check_keywords("ExitExplainer()", method_options, _EXIT_EXPLAINER_KEYWORDS,
+                       record.options, f"options of method {record.name!r}")
         adapter, state, n_exits, exits = make_exit_adapter(model, exits)
         adapter, self._explicit_layout = with_view(adapter, layout, reshape_transform, exits=True)
         self._resized = resize
@@ -315,8 +323,8 @@ class ExitExplainer(PreparedExplainer):
             raise ValueError("exits is empty; pass None for all exits or a list of exit indices")
         if n_exits is not None:
             self._set_exit_count(n_exits)
-        self._opts = make_options(record, {}, relu=relu, normalize=normalize, resize=resize,
-                                  eigen_smooth=eigen_smooth)
+        self._opts = make_options(record, method_options, relu=relu, normalize=normalize,
+                                  resize=resize, eigen_smooth=eigen_smooth)
         self._jitted = _own_jit(explain_exits_core, self._adapter, 3)
 
     def _set_exit_count(self, n_exits: int) -> None:
@@ -370,13 +378,12 @@ class ExitExplainer(PreparedExplainer):
         return (maps, logits) if return_logits else maps
 
 
-@strict_keywords
 def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str = "gradcam",
                   exits: Sequence[int] | None = None, relu: bool = True, normalize: bool = True,
                   resize: bool = True, eigen_smooth: bool = False, check_finite: bool = True,
                   return_logits: bool = False, layout: str | None = None,
-                  reshape_transform: Callable[..., Any] | None = None
-                  ) -> jax.Array | tuple[jax.Array, jax.Array]:
+                  reshape_transform: Callable[..., Any] | None = None,
+                  **method_options: Any) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Class activation maps of every requested exit of a multi-exit model, in one pass.
 
     Works for any model exposing ``exit_features(x) -> [f_1, ..., f_K]`` (each exit's classifier
@@ -404,14 +411,18 @@ def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str =
       check_finite: raise if the images hold NaN or inf (see :class:`ExitExplainer`).
       return_logits: also return the (K, B, num_classes) logits of the requested exits.
       layout, reshape_transform: as for :class:`ExitExplainer`.
+      **method_options: the method's own options (see :class:`ExitExplainer`).
 
     Returns:
       (K, B, H, W) float32 maps (and the logits if asked).
     """
+    if method_options:
+        check_keywords("explain_exits()", method_options, _EXPLAIN_EXITS_KEYWORDS,
+                       registry.get(method).options, f"options of method {method!r}")
     explainer = ExitExplainer(model, method=method, exits=exits, relu=relu, normalize=normalize,
                               resize=resize, eigen_smooth=eigen_smooth,
                               check_finite=check_finite, layout=layout,
-                              reshape_transform=reshape_transform)
+                              reshape_transform=reshape_transform, **method_options)
     shared = functools.partial(explain_exits_jit, explainer._adapter)
     return explainer._run(shared, images, targets, return_logits)
 
@@ -419,3 +430,5 @@ def explain_exits(model: Any, images: Any, *, targets: Any = None, method: str =
 # Keyword arguments of the entry points with **method_options, for their error messages.
 _EXPLAINER_KEYWORDS = keyword_names(Explainer.__init__, skip=2)
 _EXPLAIN_KEYWORDS = keyword_names(explain, skip=2)
+_EXIT_EXPLAINER_KEYWORDS = keyword_names(ExitExplainer.__init__, skip=2)
+_EXPLAIN_EXITS_KEYWORDS = keyword_names(explain_exits, skip=2)

@@ -61,7 +61,8 @@ class Method:
       paper: the citation (``"Selvaraju et al., ICCV 2017"``).
       needs_layer: whether ``target_layer`` is required (a function pair always has one).
       uses_gradients: whether the method reads gradients (False skips the backward pass).
-      multi_exit: usable by :func:`jaxcam.explain_exits` (activation-gradient methods only).
+      multi_exit: usable by :func:`jaxcam.explain_exits` (activation-gradient methods without
+        ``uses_key``).
       class_name: pytorch-grad-cam's class name (``"GradCAMPlusPlus"``), or None for none.
       options: the keyword options ``fn`` accepts beyond the common ones; any other keyword
         given to ``explain`` for this method is a ``TypeError``.
@@ -106,8 +107,9 @@ class Method:
         extras = self.uses_hvp or self.uses_key or self.scores is not None
         if extras and self.kind != "activation_gradient":
             raise ValueError("uses_hvp, uses_key and scores are for activation-gradient methods")
-        if extras and self.multi_exit:
-            raise ValueError("explain_exits does not provide uses_hvp, uses_key or scores")
+        if self.uses_key and self.multi_exit:
+            raise ValueError("explain_exits does not provide uses_key: a multi_exit method "
+                             "takes no random key")
         if self.layer_combine not in ("mean", "product"):
             raise ValueError(f"layer_combine must be 'mean' or 'product', "
                              f"got {self.layer_combine!r}")

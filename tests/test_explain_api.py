@@ -394,6 +394,44 @@ def test_explain_exits_equals_one_explain_per_exit(msd, rng, targets):
                                    err_msg=f"exit {k}")
 
 
+@pytest.mark.parametrize("method, options", [
+    ("finercam", {}), ("finercam", {"alpha": 0.6, "comparison_categories": (1, 3)}),
+    ("shapleycam", {})])
+def test_explain_exits_score_and_hvp_methods_equal_one_explain_per_exit(msd, rng, method,
+                                                                         options):
+    """Finer-CAM (each exit's target against that exit's most similar classes) and ShapleyCAM
+    (each exit's own Hessian-vector product, from one forward-over-reverse pass: the Hessian is
+    block diagonal over the exits) through explain_exits, against explain at each exit's
+    classifier input, which tests/test_methods_more.py checks against pytorch-grad-cam."""
+    from jaxcam.targets import ClassifierOutputReST
+
+    _, model = msd
+    x = msd_images(rng)
+    per_exit = rng.integers(0, 10, size=(K, 2))
+    # A logit of a ReLU head has a zero Hessian almost everywhere (ShapleyCAM is Grad-CAM
+    # there); the ReST target's softmax is curved.
+    rest = ClassifierOutputReST(int(rng.integers(0, 10)))
+    for given in (None, per_exit) if method == "finercam" else (None, rest):
+        raw = dict(relu=False, normalize=False)  # raw maps: a ReLU may zero a whole map
+        maps = jaxcam.explain_exits(model, x, method=method, targets=given, **raw, **options)
+        assert maps.shape == (K, 2, 32, 32)
+        for k in range(K):
+            exit_targets = given[k] if isinstance(given, np.ndarray) else given
+            one = jaxcam.explain(model, x, target_layer=model.exit_feature_path(k),
+                                 output_index=k, method=method, targets=exit_targets, **raw,
+                                 **options)
+            scale = np.abs(np.asarray(one)).max()
+            assert scale > 0
+            np.testing.assert_allclose(np.asarray(maps[k]), np.asarray(one), atol=1e-5 * scale,
+                                       err_msg=f"{method} exit {k}")
+        if given is None and method == "shapleycam":
+            continue
+        # Not Grad-CAM under another name: the comparison classes / the Hessian term matter.
+        plain = jaxcam.explain_exits(model, x, targets=given, **raw)
+        assert np.abs(np.asarray(maps) - np.asarray(plain)).max() > 1e-3 * np.abs(
+            np.asarray(plain)).max()
+
+
 def test_explain_exits_under_vmap_equals_a_loop(msd, rng):
     _, model = msd
     xs = rng.standard_normal((2, 2, 32, 32, 3)).astype(np.float32)

@@ -74,9 +74,13 @@ def test_method_record_checks_the_new_attributes():
     for extra in [{"uses_hvp": True}, {"uses_key": True}, {"scores": fn}]:
         with pytest.raises(ValueError, match="activation-gradient"):
             registry.Method(name="x", kind="input", fn=fn, summary="", paper="", **extra)
-        with pytest.raises(ValueError, match="explain_exits"):
-            registry.Method(name="x", kind="activation_gradient", fn=fn, summary="", paper="",
-                            multi_exit=True, **extra)
+    # explain_exits gives every exit its own scores and Hessian-vector product, but no key.
+    with pytest.raises(ValueError, match="explain_exits does not provide uses_key"):
+        registry.Method(name="x", kind="activation_gradient", fn=fn, summary="", paper="",
+                        multi_exit=True, uses_key=True)
+    for extra in [{"uses_hvp": True}, {"scores": fn}]:
+        registry.Method(name="x", kind="activation_gradient", fn=fn, summary="", paper="",
+                        multi_exit=True, **extra)
     with pytest.raises(ValueError, match="layer_combine"):
         registry.Method(name="x", kind="activation_gradient", fn=fn, summary="", paper="",
                         layer_combine="max")

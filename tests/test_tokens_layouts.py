@@ -613,6 +613,13 @@ def test_unknown_keywords_are_errors_everywhere(small_cnn, rng):
         jaxcam.explain_exits(TokenExits(rng), x, eigen_smoth=True)
     with expect_keyword_error("exits", "method, exits"):
         jaxcam.ExitExplainer(TokenExits(rng), exit=[0])
+    with expect_keyword_error("alpha", "options of method 'finercam': alpha, "
+                                       "comparison_categories"):
+        jaxcam.explain_exits(TokenExits(rng), x, method="finercam", alfa=0.5)
+    with expect_keyword_error("k", "options of method 'fem': k"):
+        jaxcam.ExitExplainer(TokenExits(rng), method="fem", kk=2)
+    with pytest.raises(TypeError, match=r"images and targets go to each call"):
+        jaxcam.ExitExplainer(TokenExits(rng), targets=3)
     exit_explainer = jaxcam.ExitExplainer(TokenExits(rng), reshape_transform=reshape.vit())
     with expect_keyword_error("return_logits", "targets, return_logits"):
         exit_explainer(rng.standard_normal((2, 12, 12, 3)).astype(np.float32), logits=True)

@@ -85,5 +85,6 @@ def finercam(activations: Any, gradients: Any, *, eigen_smooth: bool = False,
 METHOD = register(Method(
     name="finercam", kind="activation_gradient", fn=finercam,
     summary="Grad-CAM of the class's logit minus its most similar classes' (weighted)",
-    paper="Zhang et al., CVPR 2025", scores=finer_scores, class_name="FinerCAM",
+    paper="Zhang et al., CVPR 2025", scores=finer_scores, multi_exit=True,
+    class_name="FinerCAM",
     options=("alpha", "comparison_categories")))

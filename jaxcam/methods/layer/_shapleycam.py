@@ -53,4 +53,5 @@ def shapleycam(activations: Any, gradients: Any, *, hvp: Any, eigen_smooth: bool
 METHOD = register(Method(
     name="shapleycam", kind="activation_gradient", fn=shapleycam,
     summary="channels weighted by gradient minus half the Hessian-activation product",
-    paper="Cai et al., arXiv 2501.06261 (2025)", uses_hvp=True, class_name="ShapleyCAM"))
+    paper="Cai et al., arXiv 2501.06261 (2025)", uses_hvp=True, multi_exit=True,
+    class_name="ShapleyCAM"))
