@@ -11,7 +11,9 @@ exit's) would show. Random weights, random images fresh each run (the seeds are 
   against the torch forward; heads given as module objects, as the ``ModuleList``, as a
   ``(first, last)`` pair, or a subset; per-exit and top-class targets; the reference is shown to
   catch a leak (the map of exit k plus the last exit's score differs); Eigen-CAM (no backward
-  pass) equals ``jaxcam.explain`` at the head's input layer.
+  pass) equals ``jaxcam.explain`` at the head's input layer; Finer-CAM (each exit's top class
+  against its most similar classes) and ShapleyCAM (the ReST target) against
+  pytorch-grad-cam's per exit.
 * Keras 3 (functional API): the same maps against a hand-written ``jax.grad`` Grad-CAM on the
   model split by hand into a feature sub-model and a head sub-model per exit, 1e-4; one head is
   two plain layers named as a ``(first, last)`` pair.
@@ -147,6 +149,40 @@ def test_torch_exits_equal_pytorch_grad_cam_per_exit(tmodel, rng, method):
     if method == "gradcam":  # the reference tells a leak apart: exit 0 plus exit 2's score
         leaked = pgc_exit_maps(method, model, x, classes[0], 0, plus=2)
         assert np.abs(np.asarray(maps[0]) - leaked).max() > 1e-2
+
+
+@pytest.mark.parametrize("method", ["finercam", "shapleycam"])
+def test_torch_exits_finercam_and_shapleycam_equal_pytorch_grad_cam_per_exit(tmodel, rng,
+                                                                              method):
+    """Finer-CAM with each exit's own top class against its most similar classes, and
+    ShapleyCAM with the (curved) ReST target, every exit from one explain_exits call."""
+    from pytorch_grad_cam import FinerCAM, ShapleyCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST as PgcReST
+
+    from jaxcam.targets import ClassifierOutputReST
+
+    model, _ = tmodel
+    x = _images_nchw(rng)
+    category = int(rng.integers(0, CLASSES))
+    targets = None if method == "finercam" else ClassifierOutputReST(category)
+    maps = jaxcam.explain_exits(model, x, exits=HEADS, targets=targets, method=method)
+    compared = 0
+    for k in range(3):
+        cls = FinerCAM if method == "finercam" else ShapleyCAM
+        pgc_targets = None if method == "finercam" else [PgcReST(category)] * BATCH
+        with cls(ExitOf(model, k), [model.stages[k]]) as cam:
+            expected = cam(torch.from_numpy(x), pgc_targets)
+        err = np.abs(np.asarray(maps[k]) - expected).max()
+        print(f"{method} exit {k}: max |jaxcam - pytorch-grad-cam| = {err:.2e}")
+        np.testing.assert_allclose(np.asarray(maps[k]), expected, atol=TOL,
+                                   err_msg=f"{method}, exit {k}")
+        compared += bool(expected.max() > 0)  # a ReLU may zero an exit's maps: nothing checked
+    assert compared, "every exit's reference maps were all zero"
+    # Raw maps (a ReLU may zero both): not plain Grad-CAM under another name.
+    raw = dict(exits=HEADS, targets=targets, relu=False, normalize=False)
+    ours = np.asarray(jaxcam.explain_exits(model, x, method=method, **raw))
+    plain = np.asarray(jaxcam.explain_exits(model, x, **raw))
+    assert np.abs(ours - plain).max() > 1e-3 * np.abs(plain).max(), "not plain Grad-CAM"
 
 
 def test_torch_heads_as_objects_module_list_pairs_and_subsets(tmodel, rng):

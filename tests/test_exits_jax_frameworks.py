@@ -8,7 +8,8 @@ show. The reference is written by hand in plain JAX over the same weights: the s
 functions giving each exit's features ``f_k``, each head as a function, ``jax.grad`` of the
 summed target logits with respect to ``f_k``, the method's weighting and jaxcam's
 post-processing; every exit's Grad-CAM / HiResCAM / LayerCAM map against it to 1e-4, the
-logits too, and one exit's raw map (no ReLU, scaling or resize).
+logits too, and one exit's raw map (no ReLU, scaling or resize). ShapleyCAM with the curved
+ReST target, in each framework, against ``jax.grad`` and ``jax.jvp`` of head k alone.
 
 Heads are named as each framework names its modules: Linen module paths (``"head_0"``, a pair
 ``("head_2", "head_2/Dense_0")``), Haiku module names (``"head_0"``, ``"head_2/linear"``),
@@ -433,3 +434,45 @@ def test_equinox_bad_exits_are_clear_errors(ws, eqx_init, rng):
         jaxcam.explain_exits(model, x, exits=["heads/0/linear"])
     with pytest.raises(ValueError, match="look NHWC"):
         jaxcam.explain_exits(model, np.transpose(x, (0, 2, 3, 1)), exits=EQX_HEADS)
+
+
+# ---------------------------------------------------------------------------------------------
+# ShapleyCAM: every exit's own Hessian-vector product, through each framework's heads
+
+
+@pytest.mark.parametrize("framework", ["linen", "haiku", "equinox"])
+def test_shapleycam_exits_equal_a_hand_written_hessian_vector_product(ws, eqx_init, rng,
+                                                                      framework):
+    """ShapleyCAM with the ReST target (``2 logit_c - logsumexp``, curved: its Hessian is not
+    zero) against ``jax.grad`` and ``jax.jvp`` of head k alone, by hand, to 1e-4."""
+    x = _images(rng)
+    category = int(rng.integers(0, CLASSES))
+    model, x_model, heads = {
+        "linen": lambda: (jaxcam.LinenModel(LinenExits(), linen_variables(ws), train=False), x,
+                          LINEN_HEADS),
+        "haiku": lambda: (haiku_model(ws), x, HAIKU_HEADS),
+        "equinox": lambda: (eqx_model(ws, eqx_init), _nchw(x), EQX_HEADS),
+    }[framework]()
+    maps = jaxcam.explain_exits(model, x_model, exits=heads, method="shapleycam",
+                                targets=jaxcam.targets.ClassifierOutputReST(category),
+                                relu=False, normalize=False)
+    features = ref_features(ws, jnp.asarray(x))
+    for k in range(3):
+        def score(f, k=k):
+            logits = ref_head(ws, k, f)
+            return jnp.sum(2 * logits[:, category] - jax.nn.logsumexp(logits, axis=-1))
+
+        a = features[k]
+        g = jax.grad(score)(a)
+        hvp = jax.jvp(jax.grad(score), (a,), (a,))[1]
+        weights = (g - 0.5 * hvp).mean(axis=(1, 2))
+
+        def resized(raw):  # jaxcam's bilinear resize to the image, no ReLU or scaling
+            return np.asarray(postprocess([raw], (SIZE, SIZE), relu=False, normalize=False))
+
+        expected = resized(jnp.einsum("bhwc,bc->bhw", a, weights))
+        plain = resized(jnp.einsum("bhwc,bc->bhw", a, g.mean(axis=(1, 2))))
+        scale = np.abs(expected).max()
+        assert np.abs(expected - plain).max() > 1e-3 * scale, "the Hessian term is void"
+        np.testing.assert_allclose(np.asarray(maps[k]) / scale, expected / scale, atol=TOL,
+                                   err_msg=f"{framework}, exit {k}")
