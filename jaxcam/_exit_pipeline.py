@@ -60,6 +60,9 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
                    for i, out in enumerate(logits))
 
     extras: list[dict[str, Any]] = []
+    batch = images.shape[0]
+    to_map = getattr(adapter, "to_map", None)
+    names = [adapter.exit_label(k) for k in exits] if to_map is not None else []
     if not method.uses_gradients:
         selected, logits = fast_cpu_convs(lambda: adapter.exit_forward(state, images, exits))()
         grads: list[Any] = [None] * len(selected)
@@ -82,20 +85,17 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
             # gives every exit's own H_k f_k. Without the strided-conv rule, a custom_vjp
             # that forward mode cannot differentiate.
             grad_fn = jax.grad(lambda d: fast_cpu_convs(total_score, strided_grads=False)(d)[0])
-            hvps = jax.jvp(grad_fn, (deltas,), (list(selected),))[1]
+            hvps = jax.jvp(grad_fn, (deltas,), (_hvp_tangents(selected, to_map, names, batch),))[1]
             extras = [{"hvp": h} for h in hvps]
     size = image_size(images.shape, getattr(adapter, "layout", "NHWC"))
-    to_map = getattr(adapter, "to_map", None)
     if to_map is not None:  # the exit features as (B, h, w, C) maps, gradients through them
-        batch = images.shape[0]
-        names = [adapter.exit_label(k) for k in exits]
         if getattr(adapter, "heads", None) is not None and adapter.transform is None:
             for a, name in zip(selected, names, strict=True):
                 _check_head_input(a, name, batch, adapter.layout)
         grads = [None if g is None else adapter.map_gradient(a, g, n, batch)
                  for a, g, n in zip(selected, grads, names, strict=True)]
-        # A Hessian-vector product is a gradient of the score too (of <grad, f_k>), and goes
-        # through the map the same way.
+        # A Hessian-vector product is the derivative of a gradient, and goes through the map
+        # the same way.
         if extras:
             extras = [{k: adapter.map_gradient(a, v, n, batch) for k, v in e.items()}
                       for a, e, n in zip(selected, extras, names, strict=True)]
@@ -113,6 +113,25 @@ def explain_exits_core(adapter: Any, exits: tuple[int, ...], opts: Options, spec
                          f"stacked; explain the exits of one size together (exits=[...]) or "
                          f"keep resize=True")
     return jnp.stack(maps), jnp.stack(logits), finite
+
+
+def _hvp_tangents(features: list[jax.Array], to_map: Any, names: list[str], batch: int
+                  ) -> list[jax.Array]:
+    """The directions of ShapleyCAM's Hessian-vector products, in the features' space.
+
+    The Hessian is taken with respect to each exit's map ``m = T(f)`` along ``m`` itself, as
+    :func:`jaxcam.explain` does (its edits reach the features as ``f + J^T delta``): for the
+    features that is the direction ``J^T m``. For an identity view that is ``f``; for a
+    transform that drops tokens (a ViT's class token) the dropped ones get no direction, so
+    the map's Hessian term does not mix in the class token's.
+    """
+    if to_map is None:
+        return list(features)
+    tangents = []
+    for f, name in zip(features, names, strict=True):
+        as_map, pull_back = jax.vjp(lambda t, name=name: to_map(t, name, batch), f)
+        tangents.append(pull_back(as_map)[0])
+    return tangents
 
 
 def _check_head_input(features: jax.Array, name: str, batch: int, layout: str) -> None:

@@ -534,6 +534,59 @@ def test_explain_exits_takes_a_reshape_transform(rng):
         jaxcam.explain_exits(model, x)
 
 
+def test_explain_exits_shapleycam_on_tokens_takes_the_hessian_of_the_map(rng):
+    """ShapleyCAM's Hessian term with a reshape_transform that drops the class token: the
+    Hessian of the score with respect to the map (the class token held), along the map, as
+    explain computes it; by hand with jax.grad and jax.jvp. Mixing in the class token's
+    direction (the Hessian of the tokens along all tokens) gives other maps here, where the
+    head mixes the class token into every patch token."""
+    model = MixingTokenExits(rng)
+    x = rng.standard_normal((2, 12, 12, 3)).astype(np.float32)
+    classes = rng.integers(0, 4, 2)
+    maps = jaxcam.explain_exits(model, x, targets=classes, method="shapleycam",
+                                reshape_transform=reshape.vit(), relu=False, normalize=False,
+                                resize=False)
+    feats = model.exit_features(jnp.asarray(x))
+    rows = jnp.arange(2)
+    for k in range(2):
+        cls_token = feats[k][:, :1]
+
+        def score(m, k=k, cls_token=cls_token):  # the map (B, 3, 3, D), the class token held
+            tokens = jnp.concatenate([cls_token, m.reshape(2, 9, 6)], axis=1)
+            return jnp.sum(model.classify(k, tokens)[rows, classes])
+
+        m = feats[k][:, 1:].reshape(2, 3, 3, 6)
+        g = jax.grad(score)(m)
+        hvp = jax.jvp(jax.grad(score), (m,), (m,))[1]
+        ref = jnp.sum(jnp.mean(g - 0.5 * hvp, (1, 2), keepdims=True) * m, -1)
+        scale = np.abs(np.asarray(ref)).max()
+        np.testing.assert_allclose(np.asarray(maps[k]), np.asarray(ref), atol=1e-5 * scale)
+
+        def token_score(f, k=k):
+            return jnp.sum(model.classify(k, f)[rows, classes])
+
+        mixed = jax.jvp(jax.grad(token_score), (feats[k],), (feats[k],))[1][:, 1:]
+        wrong = jnp.sum(jnp.mean(g - 0.5 * mixed.reshape(2, 3, 3, 6), (1, 2), keepdims=True)
+                        * m, -1)
+        assert np.abs(np.asarray(wrong) - np.asarray(ref)).max() > 1e-3 * scale
+        one = jaxcam.explain(model_pair(model, k), x, method="shapleycam", targets=classes,
+                             reshape_transform=reshape.vit(), relu=False, normalize=False,
+                             resize=False)
+        np.testing.assert_allclose(np.asarray(one), np.asarray(ref), atol=1e-5 * scale)
+
+
+class MixingTokenExits(TokenExits):
+    """TokenExits whose heads add the class token to every patch token inside the tanh."""
+
+    def classify(self, k, f):
+        return jnp.tanh(f[:, 1:] + f[:, :1]).mean(1) @ self.heads[k] + f[:, 0] @ self.heads[k]
+
+
+def model_pair(model: TokenExits, k: int):
+    """Exit k of the token model as an explain function pair (features, head)."""
+    return (lambda x: model.exit_features(x)[k], lambda f: model.classify(k, f))
+
+
 class ConvExits:
     """Two exits on a toy CNN, channels-first (``nchw=True``) or its NHWC twin."""
 
