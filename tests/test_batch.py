@@ -25,6 +25,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
+from _kinks import kink_margins
 from _seeds import fresh_seed
 from flax import nnx
 
@@ -158,7 +159,20 @@ def test_maps_equal_explain_exits_and_bad_inputs_are_recorded(setup, run_a):
     maps, logits = jaxcam.explain_exits(model, normalize(x, MEAN, STD), return_logits=True)
     got = np.stack([results[f].maps for f in files], axis=1)
     assert got.dtype == np.float32 and got.shape == (2, 27, 32, 32) and got.std() > 0.05
-    np.testing.assert_allclose(got, np.asarray(maps), atol=1e-5)
+    # The engine's batches of 7 and explain_exits' one batch of 27 are different float32
+    # programs. An exit's map is the gradient through that exit's head; where a ReLU input in
+    # the head lies within rounding of zero (seen: one image in some runs, its map 5% off),
+    # either side of the kink is right, so only those images may differ.
+    features = model.exit_features(jax.numpy.asarray(normalize(x, MEAN, STD)))
+    for k, f in enumerate(features):
+        margins = kink_margins(lambda f, k=k: model.classify(k, f), f)
+        # The flip seen: 5.5e-8. This tiny net puts about one image per exit that close.
+        at_kink = margins < 1e-6
+        print(f"exit {k}: images at a kink of the head: {np.flatnonzero(at_kink)} (margins "
+              f"{np.sort(margins)[:3]})")
+        assert at_kink.sum() <= 6, "kinks everywhere: the comparison would be void"
+        np.testing.assert_allclose(got[k][~at_kink], np.asarray(maps[k])[~at_kink], atol=1e-5,
+                                   err_msg=f"exit {k}")
     np.testing.assert_allclose(np.stack([results[f].logits for f in files], axis=1),
                                np.asarray(logits), rtol=1e-4, atol=1e-5)
     for f in files:
