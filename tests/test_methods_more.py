@@ -640,8 +640,9 @@ def test_fullgrad_matches_pytorch_grad_cam_on_efficientnet_lite0(efficientnet_pa
     (1280 + thousands of channels at 224x224); a channel whose map is nearly constant has its
     float32 rounding stretched to [0, 1], so float32 maps of the two libraries may differ by
     ~5e-4 (seen on two random images; 8e-7 on others): pytorch-grad-cam's definition is fragile
-    there. Float64
-    twins agree tightly; float32 is held to the float64 maps on average."""
+    there. Float64 twins agree tightly. In float32 both libraries can sit 1.4e-3 from the
+    float64 maps on average (seen, while 9e-7 from each other), so jaxcam's float32 is held to
+    being as close to float64 as pytorch-grad-cam's float32 is."""
     twin, model = efficientnet_pair
     x = _efficientnet_images(rng, 1)
     category = int(rng.integers(0, 1000))
@@ -656,4 +657,4 @@ def test_fullgrad_matches_pytorch_grad_cam_on_efficientnet_lite0(efficientnet_pa
           f"{np.abs(got64 - ref64).max():.2e}; float32 vs float64 mean "
           f"{np.abs(got - ref64).mean():.1e} (jaxcam), {np.abs(ref - ref64).mean():.1e} (pgc)")
     np.testing.assert_allclose(got64, ref64, atol=1e-5, rtol=0)
-    assert np.abs(got - ref64).mean() < 1e-4 and np.abs(ref - ref64).mean() < 1e-4
+    assert np.abs(got - ref64).mean() <= 1.5 * np.abs(ref - ref64).mean() + 1e-5
